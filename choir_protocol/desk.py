@@ -1,0 +1,88 @@
+"""Mixing-desk messages: a 2-byte big-endian length, then gzip-compressed UTF-8 JSON."""
+import gzip
+import json
+import struct
+import zlib
+
+import attrs
+
+from .errors import ProtocolError
+
+MAX_MESSAGE = 0xFFFF
+# A gzip bomb must not blow the memory: no desk message needs more than this.
+MAX_DECOMPRESSED = 1 << 20
+
+
+def encode_message(message) -> bytes:
+    payload = gzip.compress(json.dumps(message).encode("utf-8"))
+    if len(payload) > MAX_MESSAGE:
+        raise ValueError("desk message too long")
+    return struct.pack(">H", len(payload)) + payload
+
+
+def _gunzip(payload: bytes) -> bytes:
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(payload, MAX_DECOMPRESSED)
+    except zlib.error as e:
+        raise ProtocolError(f"desk message is not gzip: {e}") from None
+    if inflater.unconsumed_tail:
+        raise ProtocolError(f"desk message inflates past {MAX_DECOMPRESSED} bytes")
+    return data
+
+
+def decode_payload(payload: bytes):
+    try:
+        return json.loads(_gunzip(payload).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ProtocolError(f"desk message is not JSON: {e}") from None
+
+
+class MessageReader:
+    """Cuts a byte stream into desk messages (decoded JSON values)."""
+
+    def __init__(self):
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list:
+        self._buffer += data
+        messages = []
+        while len(self._buffer) >= 2:
+            (length,) = struct.unpack_from(">H", self._buffer)
+            if len(self._buffer) < 2 + length:
+                break
+            payload = bytes(self._buffer[2:2 + length])
+            del self._buffer[:2 + length]
+            messages.append(decode_payload(payload))
+        return messages
+
+
+# Requests a desk sends, parsed and checked.
+
+@attrs.frozen
+class ListSingers:
+    pass
+
+
+@attrs.frozen
+class AdjustGain:
+    singer_id: tuple
+    gain: float
+
+
+def parse_request(message):
+    """A decoded desk message -> ListSingers or AdjustGain; ProtocolError otherwise."""
+    if not isinstance(message, dict):
+        raise ProtocolError("desk request must be a JSON object")
+    action = message.get("action")
+    if action == "list":
+        return ListSingers()
+    if action == "adjust_gain":
+        singer_id = message.get("id")
+        gain = message.get("gain")
+        if not isinstance(singer_id, list) or not all(isinstance(p, (str, int)) for p in singer_id):
+            raise ProtocolError(f"adjust_gain needs an id [host, port], got {singer_id!r}")
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0 <= gain <= 100:
+            raise ProtocolError(f"adjust_gain needs a gain between 0 and 100, got {gain!r}")
+        return AdjustGain(tuple(singer_id), float(gain))
+    raise ProtocolError(f"unknown desk action {action!r}")

@@ -1,0 +1,85 @@
+"""Immutable events produced by the connection state machines."""
+import attrs
+
+from .header import Header
+
+
+@attrs.frozen
+class Authenticated:
+    header: Header
+
+
+@attrs.frozen
+class KeepAlive:
+    pass
+
+
+# singer -> server
+
+@attrs.frozen
+class CheckedIn:
+    pass
+
+
+@attrs.frozen(eq=False)
+class VoiceChunks:
+    """Consecutive mono ADPCM payloads, the first one with index ``first_index``."""
+
+    first_index: int
+    payloads: list
+
+
+@attrs.frozen
+class DroppedOut:
+    pass
+
+
+@attrs.frozen
+class StrayChunks:
+    """Audio that belongs to no session of this singer (e.g. the tail of a finished one)."""
+
+    count: int
+
+
+# director -> server
+
+@attrs.frozen(eq=False)
+class TrackChunk:
+    index: int
+    chunk: bytes  # the whole 516-byte chunk, index included, as it is forwarded
+
+
+@attrs.frozen
+class TrackEnded:
+    pass
+
+
+# server -> singer
+
+@attrs.frozen
+class SessionStarted:
+    pass
+
+
+@attrs.frozen(eq=False)
+class TrackAudio:
+    index: int
+    payload: bytes  # stereo ADPCM, 512 bytes
+
+
+@attrs.frozen
+class SessionEnded:
+    pass
+
+
+# server -> director
+
+@attrs.frozen(eq=False)
+class MixChunk:
+    index: int
+    pcm: bytes  # 512 samples, 16-bit little-endian
+
+
+@attrs.frozen
+class SessionRefused:
+    """-2 from the server: refused (another director, no singer) or aborted."""

@@ -1,0 +1,318 @@
+"""The synchronised mixer of one session.
+
+Singers' chunks are mixed by index, never by arrival time, so network delay and
+jitter move nobody in the mix. The driver feeds chunks in as they arrive and calls
+``mix(now)`` once per tick; each call returns every mix chunk that has become due
+as one ``MixBlock``, which carries both the mix and each singer's aligned audio
+(for the recorder), so the arithmetic runs over all singers at once.
+
+Rules (1.1.3's where they are right):
+
+* Chunk *m* is due when every active singer has delivered it, or when the fastest
+  singer is ``window`` chunks past it (the late singers are left out of *m*).
+* Before the first chunk goes out, singers who were invited but have not checked
+  in yet also hold the mix back; a check-in after that is refused.
+* At the end of the track the fastest singer cannot get further ahead, so the
+  leader is taken to advance in real time from the moment it delivered the last
+  chunk: the slower singers get the same window at the end as anywhere else.
+  (1.1.3 closed the mix as soon as the fastest singer was done.)
+* Each singer contributes ``gain / n`` where *n* counts the singers still in the
+  session at that chunk; when *n* changes the factor ramps linearly over
+  ``ramp_chunks`` so the mix keeps its level without an audible step. (1.1.3
+  froze *n* at the start, so the mix dropped when someone left.)
+* Sums saturate at 16 bits; they never wrap around.
+"""
+import enum
+from collections import deque
+
+import attrs
+import numpy as np
+
+from .adpcm import MonoDecoder
+from .constants import CHUNKS_PER_SECOND, FRAMES_PER_CHUNK, MIX_WINDOW_CHUNKS
+from .errors import ProtocolError
+
+PCM = np.dtype("<i2")
+RAMP_CHUNKS = 22  # about 0.25 s
+
+
+class MixState(enum.Enum):
+    WAITING = "waiting"  # no mix chunk out yet
+    MIXING = "mixing"
+    DONE = "done"  # every chunk of the track has been mixed
+    ABORTED = "aborted"  # nobody (left) to mix
+
+
+class VoiceState(enum.Enum):
+    INVITED = "invited"  # chunk 0 sent, no check-in yet
+    ACTIVE = "active"
+    REFUSED = "refused"  # checked in after the mix started
+    LEFT = "left"  # dropped out (-2), disconnected, or broke the protocol
+
+
+class Voice:
+    """One singer's part in the session. Created by ``Mixer.invite``."""
+
+    __slots__ = ("key", "name", "group", "state", "row", "gain", "next_index", "_queue",
+                 "_queue_start", "_decoder", "delivered", "late", "missing", "left_at", "reason")
+
+    def __init__(self, key, name, group, gain):
+        self.key = key
+        self.name = name
+        self.group = group
+        self.gain = gain
+        self.state = VoiceState.INVITED
+        self.row = -1  # column in MixBlock.voices, set at check-in
+        self.next_index = 0  # next chunk index expected from the singer
+        self._queue = deque()  # ADPCM payloads not mixed yet
+        self._queue_start = 0  # index of _queue[0]
+        self._decoder = MonoDecoder()
+        self.delivered = 0
+        self.late = 0  # chunks that came after their mix chunk went out
+        self.missing = 0  # mix chunks that went out without this singer
+        self.left_at = None  # first index not delivered, once it left
+        self.reason = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state is VoiceState.ACTIVE
+
+    def summary(self) -> dict:
+        return {"name": self.name, "group": self.group, "state": self.state.value,
+                "row": self.row, "gain": self.gain, "chunks": self.delivered,
+                "late": self.late, "missing": self.missing, "left_at": self.left_at,
+                "reason": self.reason}
+
+
+@attrs.frozen(eq=False)
+class MixBlock:
+    first_index: int
+    mix: np.ndarray  # (k, 512) int16 little-endian: the mix sent to the director
+    voices: np.ndarray  # (k, rows, 512) int16: each singer aligned at its row, zeros where missing
+
+    @property
+    def count(self) -> int:
+        return len(self.mix)
+
+
+class Mixer:
+    def __init__(self, *, window: int = MIX_WINDOW_CHUNKS, monitor_level: float = 0.0,
+                 ramp_chunks: int = RAMP_CHUNKS):
+        self.window = window
+        self.monitor_level = monitor_level
+        self.ramp_samples = ramp_chunks * FRAMES_PER_CHUNK
+        self.state = MixState.WAITING
+        self.voices: dict = {}  # key -> Voice, every voice invited to this session
+        self._rows: list[Voice] = []  # checked-in voices by row
+        self._active: list[Voice] = []
+        self._invited = 0  # voices still INVITED
+        self.next_mix = 0  # index of the next mix chunk
+        self.track_chunks = 0  # director chunks seen so far
+        self.end_index = None  # last chunk of the track, once the director said so
+        self._tip_done_at = None  # when the fastest singer delivered end_index
+        self._monitor = deque()  # mono int16 of director chunks next_mix.., when monitoring
+        self._norm = None  # current normalisation factor
+        self._ramp = None  # (start factor, target, samples done) while ramping
+        self._left_pending: list[int] = []  # left_at of voices that left, not yet mixed past
+
+    # -- membership ------------------------------------------------------------------
+
+    def invite(self, key, name: str = "", group: str = "", gain: float = 1.0) -> Voice:
+        if self.state is not MixState.WAITING or key in self.voices:
+            raise ValueError(f"cannot invite {key!r} now")
+        voice = Voice(key, name, group, gain)
+        self.voices[key] = voice
+        self._invited += 1
+        return voice
+
+    def check_in(self, voice: Voice) -> bool:
+        """Take a singer into the mix; False if it comes too late (refused)."""
+        if voice.state is not VoiceState.INVITED:
+            raise ProtocolError(f"check-in while {voice.state.value}")
+        self._invited -= 1
+        if self.state is not MixState.WAITING:
+            voice.state = VoiceState.REFUSED
+            voice.reason = "checked in after the mix started"
+            return False
+        voice.state = VoiceState.ACTIVE
+        voice.row = len(self._rows)
+        self._rows.append(voice)
+        self._active.append(voice)
+        return True
+
+    def leave(self, voice: Voice, reason: str) -> None:
+        """The singer is out from now on; what it already sent is still mixed."""
+        if voice.state is VoiceState.INVITED:
+            self._invited -= 1
+        elif voice.state is VoiceState.ACTIVE:
+            self._active.remove(voice)
+            voice.left_at = voice.next_index
+            if voice.left_at > self.next_mix:
+                self._left_pending.append(voice.left_at)
+        else:
+            return
+        voice.state = VoiceState.LEFT
+        voice.reason = reason
+
+    def set_gain(self, voice: Voice, gain: float) -> None:
+        voice.gain = float(gain)
+
+    # -- input -----------------------------------------------------------------------
+
+    def add_track(self, index: int, monitor_pcm: bytes | None = None) -> None:
+        """The director's chunk ``index`` went out to the singers."""
+        if index != self.track_chunks or self.end_index is not None:
+            raise ProtocolError(f"director chunk {index} out of order (expected {self.track_chunks})")
+        self.track_chunks += 1
+        if self.monitor_level:
+            self._monitor.append(monitor_pcm)
+
+    def end_track(self) -> None:
+        if self.end_index is None:
+            self.end_index = self.track_chunks - 1
+
+    def add_audio(self, voice: Voice, first_index: int, payloads: list) -> None:
+        """Consecutive ADPCM payloads from one singer, starting at ``first_index``.
+
+        The caller has checked the order; here the index is checked against the
+        track: a singer cannot sing what it has not heard.
+        """
+        last = first_index + len(payloads) - 1
+        if last >= self.track_chunks:
+            raise ProtocolError(f"singer sent chunk {last} before the director sent it")
+        if first_index != voice.next_index:
+            raise ProtocolError(f"singer sent chunk {first_index}, expected {voice.next_index}")
+        voice.next_index = last + 1
+        voice.delivered += len(payloads)
+        if voice.state is not VoiceState.ACTIVE:
+            return
+        late = self.next_mix - first_index
+        if late > 0:  # keep the codec state right, then drop what came too late
+            decode = voice._decoder.decode
+            for payload in payloads[:late]:
+                decode(payload)
+            voice.late += min(late, len(payloads))
+            payloads = payloads[late:]
+            first_index = self.next_mix
+            if not payloads:
+                return
+        if not voice._queue:
+            voice._queue_start = first_index
+        voice._queue.extend(payloads)
+
+    # -- output ----------------------------------------------------------------------
+
+    def _tip(self, now: float) -> float:
+        """Index the fastest singer has reached, advancing in real time past the end."""
+        tip = max(v.next_index for v in self._active) - 1
+        if self.end_index is not None and tip >= self.end_index:
+            if self._tip_done_at is None:
+                self._tip_done_at = now
+            return self.end_index + (now - self._tip_done_at) * CHUNKS_PER_SECOND
+        return tip
+
+    def _due(self, now: float) -> int:
+        """One past the last chunk that can go out now."""
+        if not self._active:
+            return self.next_mix
+        upto = int(self._tip(now)) - self.window + 1  # forced by the window
+        if self.state is MixState.MIXING or not self._invited:
+            upto = max(upto, min(v.next_index for v in self._active))
+        if self.end_index is not None:
+            upto = min(upto, self.end_index + 1)
+        return upto
+
+    def mix(self, now: float) -> MixBlock | None:
+        """Every mix chunk due at time ``now`` (seconds, any origin), or None."""
+        if self.state in (MixState.DONE, MixState.ABORTED):
+            return None
+        if self.end_index == -1:  # the director sent no audio at all
+            self.state = MixState.DONE
+            return None
+        upto = self._due(now)
+        first = self.next_mix
+        count = upto - first
+        block = None
+        if count > 0:
+            block = self._mix_block(first, count)
+            self.next_mix = upto
+            self.state = MixState.MIXING
+            if self.end_index is not None and upto > self.end_index:
+                self.state = MixState.DONE
+        if not self._active and self.state is not MixState.DONE:
+            if self.state is MixState.MIXING or (self._rows and not self._invited):
+                self.state = MixState.ABORTED
+        return block
+
+    def _mix_block(self, first: int, count: int) -> MixBlock:
+        rows = len(self._rows)
+        voices = np.zeros((count, rows, FRAMES_PER_CHUNK), PCM)
+        gains = np.zeros(rows, np.float32)
+        end = first + count
+        for voice in self._rows:
+            queue = voice._queue
+            if voice.state is VoiceState.ACTIVE:
+                gains[voice.row] = voice.gain
+            if voice.next_index < end and voice.state is VoiceState.ACTIVE:
+                voice.missing += end - max(voice.next_index, first)
+            if not queue:
+                continue
+            gains[voice.row] = voice.gain  # a voice that left still sings what it sent
+            start = voice._queue_start
+            take = min(len(queue), end - start)
+            payload = b"".join([queue.popleft() for _ in range(take)])
+            voice._queue_start = start + take
+            pcm = np.frombuffer(voice._decoder.decode(payload), PCM)
+            voices[start - first:start - first + take, voice.row] = pcm.reshape(take, FRAMES_PER_CHUNK)
+        mixed = np.matmul(gains, voices.astype(np.float32))  # (count, 512)
+        mixed *= self._norm_envelope(first, count)
+        if self.monitor_level and self._monitor:
+            monitor = np.frombuffer(b"".join([self._monitor.popleft() for _ in range(count)]), PCM)
+            mixed += self.monitor_level * monitor.reshape(count, FRAMES_PER_CHUNK)
+        np.rint(mixed, out=mixed)
+        np.clip(mixed, -32768, 32767, out=mixed)
+        return MixBlock(first, mixed.astype(PCM), voices)
+
+    def _norm_envelope(self, first: int, count: int) -> np.ndarray:
+        """Per-sample normalisation 1/n, ramped where n changes."""
+        envelope = np.empty((count, FRAMES_PER_CHUNK), np.float32)
+        active = len(self._active)
+        for j in range(count):
+            index = first + j
+            self._left_pending = [i for i in self._left_pending if i > index]
+            members = active + len(self._left_pending)
+            target = 1.0 / members if members else (self._norm or 1.0)
+            if self._norm is None:
+                self._norm = target
+            if target != self._norm and (self._ramp is None or self._ramp[1] != target):
+                self._ramp = (self._norm, target, 0)
+            if self._ramp is None:
+                envelope[j] = self._norm
+                continue
+            start, stop, done = self._ramp
+            steps = np.arange(done + 1, done + 1 + FRAMES_PER_CHUNK, dtype=np.float32)
+            np.minimum(steps, self.ramp_samples, out=steps)
+            envelope[j] = start + (stop - start) * steps / self.ramp_samples
+            done += FRAMES_PER_CHUNK
+            self._norm = float(envelope[j, -1])
+            self._ramp = None if done >= self.ramp_samples else (start, stop, done)
+            if self._ramp is None:
+                self._norm = stop
+        return envelope
+
+    # -- status ----------------------------------------------------------------------
+
+    @property
+    def active_voices(self) -> list:
+        return list(self._active)
+
+    @property
+    def checked_in(self) -> int:
+        return len(self._rows)
+
+    @property
+    def invited(self) -> int:
+        return self._invited
+
+    def buffered_chunks(self) -> int:
+        return sum(len(v._queue) for v in self._rows) + len(self._monitor)

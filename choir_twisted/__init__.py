@@ -1,0 +1,1 @@
+"""The choir daemon: Twisted protocols and services that drive choir_protocol."""

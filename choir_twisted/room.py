@@ -1,0 +1,338 @@
+"""A Room ties the mixer, the broadcast to singers, the recorder and the director.
+
+Everything runs on the reactor thread and is paced by one tick (40 ms by default):
+singer sockets are read at most once per tick (the protocols pause themselves
+after a read and the tick resumes them), the director's chunks are forwarded to
+the singers once per tick as one write each, and the mix is computed once per tick
+over all singers at once. Batching costs up to two ticks of mix latency and saves
+most of the per-chunk event-loop overhead; the protocol tolerates the latency (the
+director runs seconds ahead).
+"""
+import datetime
+import itertools
+import os
+
+import attrs
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from choir_protocol.adpcm import StereoDecoder
+from choir_protocol.connections import END_TO_SINGER, KEEPALIVE_TO_SINGER, REFUSED_TO_DIRECTOR
+from choir_protocol.constants import (CHECK_IN_TIMEOUT, CHUNKS_PER_SECOND, DIRECTOR_LEAD_CHUNKS,
+                                      IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MIX_WINDOW_CHUNKS)
+from choir_protocol.mixer import Mixer, MixState, VoiceState
+
+import numpy as np
+
+TICK = 0.04
+SWEEP_EVERY = 25  # ticks between keep-alive / idle sweeps (1 s)
+# The director may run this far ahead of the mix before we stop reading it.
+DIRECTOR_SLACK_CHUNKS = DIRECTOR_LEAD_CHUNKS + 2 * int(CHUNKS_PER_SECOND)
+
+
+@attrs.define(eq=False)
+class Session:
+    id: str
+    director: object
+    mixer: Mixer
+    members: dict  # SingerProtocol -> Voice
+    started: datetime.datetime
+    recorder: object = None
+    pending_track: list = attrs.Factory(list)  # chunks to forward at the next tick
+    checkin_timer: object = None
+    ended: str = ""  # why it ended, once it has
+    stray_chunks: int = 0
+    monitor_decoder: object = None
+
+
+class Room:
+    log = Logger()
+
+    def __init__(self, clock, *, data_dir: str | None, max_singers: int = 1000,
+                 monitor_level: float = 0.0, tick: float = TICK, window: int = MIX_WINDOW_CHUNKS,
+                 recorder_factory=None):
+        self.clock = clock
+        self.data_dir = data_dir
+        self.max_singers = max_singers
+        self.monitor_level = monitor_level
+        self.window = window
+        self.singers: dict = {}  # SingerProtocol -> None, in joining order
+        self.session: Session | None = None
+        self.last_session: Session | None = None
+        self._to_resume: list = []
+        self._ticks = itertools.count()
+        self._loop = LoopingCall(self.tick)
+        self._loop.clock = clock
+        self._tick_interval = tick
+        self._session_serial = itertools.count(1)
+        self._recorder_factory = recorder_factory
+        self.sessions_done = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self):
+        self._loop.start(self._tick_interval, now=False)
+
+    def stop(self):
+        if self._loop.running:
+            self._loop.stop()
+        if self.session is not None:
+            self._finish("daemon stopping")
+
+    # -- singers ------------------------------------------------------------------------
+
+    def singer_joined(self, singer) -> bool:
+        """An authenticated singer; False if the room is full."""
+        if len(self.singers) >= self.max_singers:
+            self.log.warn("Room full ({max} singers): refusing {who}", max=self.max_singers,
+                          who=singer.describe())
+            return False
+        self.singers[singer] = None
+        self.log.info("Singer {who} joined ({n} connected)", who=singer.describe(), n=len(self.singers))
+        return True
+
+    def singer_left(self, singer, reason: str) -> None:
+        if self.singers.pop(singer, 1) is not None:
+            return
+        session = self.session
+        if session is not None and singer in session.members:
+            session.mixer.leave(session.members.pop(singer), reason)
+        self.log.info("Singer {who} left: {reason} ({n} connected)", who=singer.describe(),
+                      reason=reason, n=len(self.singers))
+
+    def singer_read(self, singer) -> None:
+        """A singer's socket was read: hold further reads until the next tick."""
+        singer.transport.pauseProducing()
+        self._to_resume.append(singer)
+
+    def voice_of(self, singer):
+        return self.session.members.get(singer) if self.session is not None else None
+
+    def singer_checked_in(self, singer) -> None:
+        voice = self.voice_of(singer)
+        if voice is None:
+            return
+        if self.session.mixer.check_in(voice):
+            self.log.info("Singer {who} checked in", who=singer.describe())
+        else:
+            self.log.warn("Singer {who} checked in too late: not in this mix", who=singer.describe())
+
+    def singer_audio(self, singer, first_index: int, payloads: list) -> None:
+        voice = self.voice_of(singer)
+        if voice is not None:
+            self.session.mixer.add_audio(voice, first_index, payloads)
+
+    def singer_dropped_out(self, singer) -> None:
+        voice = self.voice_of(singer)
+        if voice is not None:
+            self.session.mixer.leave(voice, "dropped out (-2)")
+            self.log.warn("Singer {who} dropped out of the session at chunk {i}", who=singer.describe(),
+                          i=voice.next_index)
+
+    def singer_stray(self, singer, count: int) -> None:
+        if self.session is not None:
+            self.session.stray_chunks += count
+
+    def set_gain(self, peer: tuple, gain: float) -> bool:
+        for singer in self.singers:
+            if singer.peer == peer:
+                singer.gain = gain
+                voice = self.voice_of(singer)
+                if voice is not None:
+                    self.session.mixer.set_gain(voice, gain)
+                return True
+        return False
+
+    def desk_list(self, everyone: bool = False) -> list:
+        session = self.session or self.last_session
+        listed = []
+        for singer in self.singers:
+            voice = session.members.get(singer) if session is not None else None
+            if everyone or (voice is not None and voice.state is VoiceState.ACTIVE):
+                listed.append({"id": list(singer.peer), "name": singer.header.name,
+                               "group": singer.header.group, "gain": singer.gain})
+        return listed
+
+    # -- director -----------------------------------------------------------------------
+
+    def director_joined(self, director) -> bool:
+        """An authenticated director; False (and -2 sent) if it cannot start a session."""
+        if self.session is not None:
+            reason = "another director's session is running"
+        elif not self.singers:
+            reason = "no singer is connected"
+        else:
+            self._open_session(director)
+            return True
+        self.log.warn("Director {who} refused: {reason}", who=director.describe(), reason=reason)
+        director.transport.write(REFUSED_TO_DIRECTOR)
+        return False
+
+    def _open_session(self, director) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        session_id = f"{now:%Y%m%d-%H%M%S}-{next(self._session_serial)}"
+        mixer = Mixer(window=self.window, monitor_level=self.monitor_level)
+        session = self.session = Session(session_id, director, mixer, {}, now)
+        if self.monitor_level:
+            session.monitor_decoder = StereoDecoder()
+        self.log.info("Session {id} opened by {who} with {n} singers connected", id=session_id,
+                      who=director.describe(), n=len(self.singers))
+
+    def track_chunk(self, director, index: int, chunk: bytes) -> None:
+        session = self.session
+        if session is None or session.director is not director:
+            return
+        if index == 0:
+            self._invite_all(session)
+        monitor = None
+        if session.monitor_decoder is not None:
+            left, right = session.monitor_decoder.decode(memoryview(chunk)[4:])
+            monitor = ((np.frombuffer(left, "<i2").astype(np.int32) + np.frombuffer(right, "<i2")) >> 1
+                       ).astype("<i2").tobytes()
+        session.mixer.add_track(index, monitor)
+        session.pending_track.append(chunk)
+        if session.mixer.track_chunks - session.mixer.next_mix > DIRECTOR_SLACK_CHUNKS:
+            director.transport.pauseProducing()  # resumed by the tick once the mix catches up
+
+    def track_ended(self, director) -> None:
+        session = self.session
+        if session is None or session.director is not director:
+            return
+        session.mixer.end_track()
+        session.pending_track.append(END_TO_SINGER)
+        self.log.info("Session {id}: end of track after {n} chunks", id=session.id,
+                      n=session.mixer.track_chunks)
+        self._forward(session)  # singers need it at once to send their last chunks
+
+    def director_left(self, director, reason: str) -> None:
+        session = self.session
+        if session is not None and session.director is director:
+            self._finish(f"director left: {reason}")
+
+    def _invite_all(self, session: Session) -> None:
+        for singer in self.singers:
+            if singer.conn.state.name != "IDLE":
+                continue
+            singer.conn.invite()
+            session.members[singer] = session.mixer.invite(singer.peer, singer.header.name,
+                                                            singer.header.group, singer.gain)
+        session.checkin_timer = self.clock.callLater(CHECK_IN_TIMEOUT, self._check_in_timeout, session)
+        if session.recorder is None and self.data_dir is not None:
+            self._start_recording(session)
+
+    def _check_in_timeout(self, session: Session) -> None:
+        session.checkin_timer = None
+        if self.session is session and session.mixer.checked_in == 0:
+            self._finish(f"no singer checked in within {CHECK_IN_TIMEOUT:g} s", refuse=True)
+
+    # -- the tick -----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self.clock.seconds()
+        session = self.session
+        if session is not None:
+            self._forward(session)
+            self._mix(session, now)
+        resume, self._to_resume = self._to_resume, []
+        for singer in resume:
+            if singer.connected:
+                singer.transport.resumeProducing()
+        if next(self._ticks) % SWEEP_EVERY == 0:
+            self._sweep(now)
+
+    def _forward(self, session: Session) -> None:
+        if not session.pending_track:
+            return
+        data = b"".join(session.pending_track)
+        session.pending_track.clear()
+        for singer in session.members:
+            singer.send(data)
+
+    def _mix(self, session: Session, now: float) -> None:
+        mixer = session.mixer
+        block = mixer.mix(now)
+        if block is not None:
+            director = session.director
+            if director.connected:
+                director.send_mix(block.first_index, block.mix.tobytes())
+                if mixer.track_chunks - mixer.next_mix <= DIRECTOR_SLACK_CHUNKS:
+                    director.transport.resumeProducing()
+            if session.recorder is not None:
+                session.recorder.write(block, [{"name": v.name, "group": v.group} for v in mixer._rows])
+        if mixer.state is MixState.DONE:
+            self._finish("complete")
+        elif mixer.state is MixState.ABORTED:
+            self._finish("every singer left", refuse=True)
+
+    def _sweep(self, now: float) -> None:
+        for singer in list(self.singers):
+            if now - singer.last_received > IDLE_TIMEOUT:
+                singer.drop(f"nothing received for {IDLE_TIMEOUT:g} s")
+            elif singer.output.overflowed:
+                singer.drop("not reading what we send")
+            elif now - singer.last_sent > KEEPALIVE_INTERVAL:
+                singer.send(KEEPALIVE_TO_SINGER)
+        session = self.session
+        if session is not None:
+            director = session.director
+            if now - director.last_active > IDLE_TIMEOUT:
+                director.drop(f"nothing exchanged for {IDLE_TIMEOUT:g} s")
+            elif session.recorder is not None:
+                session.recorder.update(self._summary(session))
+
+    # -- end of a session ---------------------------------------------------------------
+
+    def _finish(self, reason: str, refuse: bool = False) -> None:
+        session = self.session
+        self.session = None
+        self.last_session = session
+        session.ended = reason
+        if session.checkin_timer is not None and session.checkin_timer.active():
+            session.checkin_timer.cancel()
+        director = session.director
+        if director.connected:
+            director.transport.resumeProducing()
+            if refuse:
+                director.transport.write(REFUSED_TO_DIRECTOR)
+                director.transport.loseConnection()
+        if session.mixer.end_index is None:  # the singers still expect the end of the track
+            session.pending_track.append(END_TO_SINGER)
+        self._forward(session)
+        for singer in session.members:
+            singer.conn.end_session()
+        summary = self._summary(session)
+        if session.recorder is not None:
+            session.recorder.close(summary)
+        self.sessions_done += 1
+        mixer = session.mixer
+        self.log.info("Session {id} ended ({reason}): {mixed} mix chunks, {n} singers mixed",
+                      id=session.id, reason=reason, mixed=mixer.next_mix, n=mixer.checked_in)
+        for voice in mixer.voices.values():
+            self.log.info("  {name} ({group}): {state}, {chunks} chunks, {late} late, {missing} missing",
+                          name=voice.name or str(voice.key), group=voice.group, state=voice.state.value,
+                          chunks=voice.delivered, late=voice.late, missing=voice.missing)
+
+    def _start_recording(self, session: Session) -> None:
+        directory = os.path.join(self.data_dir, "sessions", session.id)
+        factory = self._recorder_factory
+        if factory is None:
+            from .recorder import SessionRecorder as factory
+        session.recorder = factory(directory, self._summary(session))
+
+    def _summary(self, session: Session) -> dict:
+        mixer = session.mixer
+        return {
+            "id": session.id,
+            "started": session.started.isoformat(),
+            "ended": datetime.datetime.now(datetime.timezone.utc).isoformat() if session.ended else None,
+            "state": session.ended or "recording",
+            "director": session.director.describe(),
+            "sample_rate": 44100,
+            "chunk_frames": 512,
+            "track_chunks": mixer.track_chunks,
+            "mix_chunks": mixer.next_mix,
+            "monitor_level": mixer.monitor_level,
+            "stray_chunks": session.stray_chunks,
+            "singers": [dict(voice.summary(), address=list(voice.key))
+                        for voice in mixer.voices.values()],
+        }

@@ -1,0 +1,78 @@
+"""``twistd choir``: options and the service tree."""
+import os
+
+from twisted.application import service, strports
+from twisted.internet import reactor
+from twisted.python import usage
+
+from choir_protocol.constants import MIX_WINDOW_CHUNKS
+
+from .protocols import DeskProtocol, DirectorProtocol, RoomFactory, SingerProtocol
+from .room import TICK, Room
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("Run the choir rehearsal daemon: singers and a director connect with online-choir "
+                "1.1.3 compatible programs; the daemon returns a synchronised mix to the director "
+                "and records every session under DATA_DIR/sessions/.")
+    optParameters = [
+        ["singers", None, "tcp:8868", "Endpoint for singers (strports syntax, e.g. tcp:8868, "
+                                      "systemd:domain=INET:index=0)."],
+        ["director", None, "tcp:8878", "Endpoint for the director."],
+        ["desk", None, "tcp:8858", "Endpoint for the director's mixing desk (by default the "
+                                   "director port - 20, as the 1.1.3 director expects)."],
+        ["data-dir", "d", "./choir-data", "Directory for recordings (sessions/<id>/)."],
+        ["monitor-level", "m", 0.0, "Level of the backing track in the mix returned to the "
+                                    "director (0 to 1; 0: singers only).", float],
+        ["max-singers", None, 1000, "Singers beyond this many are refused at connection.", int],
+        ["mix-window", None, MIX_WINDOW_CHUNKS, "Chunks (11.6 ms each) the fastest singer may "
+                                                "run ahead of a late one before the late one is "
+                                                "left out of the mix.", int],
+        ["tick", None, TICK, "Seconds between mixing passes (latency against CPU).", float],
+    ]
+    optFlags = [
+        ["no-record", None, "Do not record sessions."],
+    ]
+
+    def postOptions(self):
+        if not 0 <= self["monitor-level"] <= 1:
+            raise usage.UsageError("--monitor-level must be between 0 and 1")
+        if self["max-singers"] < 1:
+            raise usage.UsageError("--max-singers must be at least 1")
+        if self["mix-window"] < 1:
+            raise usage.UsageError("--mix-window must be at least 1 chunk")
+        if not 0.001 <= self["tick"] <= 0.5:
+            raise usage.UsageError("--tick must be between 0.001 and 0.5 seconds")
+
+
+class RoomService(service.Service):
+    def __init__(self, room):
+        self.room = room
+
+    def startService(self):
+        super().startService()
+        self.room.start()
+
+    def stopService(self):
+        self.room.stop()
+        return super().stopService()
+
+
+def makeService(options, clock=reactor) -> service.MultiService:
+    data_dir = None if options["no-record"] else os.path.abspath(options["data-dir"])
+    if data_dir is not None:
+        os.makedirs(os.path.join(data_dir, "sessions"), exist_ok=True)
+    room = Room(clock, data_dir=data_dir, max_singers=options["max-singers"],
+                monitor_level=options["monitor-level"], tick=options["tick"],
+                window=options["mix-window"])
+    top = service.MultiService()
+    room_service = RoomService(room)
+    room_service.setServiceParent(top)
+    for option, protocol_class in (("singers", SingerProtocol), ("director", DirectorProtocol),
+                                   ("desk", DeskProtocol)):
+        listener = strports.service(options[option], RoomFactory(room, protocol_class))
+        listener.setName(option)
+        listener.setServiceParent(top)
+    top.room = room
+    return top
