@@ -13,16 +13,16 @@ import itertools
 import os
 
 import attrs
+import numpy as np
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from choir_protocol.adpcm import StereoDecoder
-from choir_protocol.connections import END_TO_SINGER, KEEPALIVE_TO_SINGER, REFUSED_TO_DIRECTOR
+from choir_protocol.connections import (END_TO_SINGER, KEEPALIVE_TO_SINGER, REFUSED_TO_DIRECTOR,
+                                        SingerState)
 from choir_protocol.constants import (CHECK_IN_TIMEOUT, CHUNKS_PER_SECOND, DIRECTOR_LEAD_CHUNKS,
                                       IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MIX_WINDOW_CHUNKS)
 from choir_protocol.mixer import Mixer, MixState, VoiceState
-
-import numpy as np
 
 TICK = 0.04
 SWEEP_EVERY = 25  # ticks between keep-alive / idle sweeps (1 s)
@@ -92,8 +92,9 @@ class Room:
         return True
 
     def singer_left(self, singer, reason: str) -> None:
-        if self.singers.pop(singer, 1) is not None:
+        if singer not in self.singers:
             return
+        del self.singers[singer]
         session = self.session
         if session is not None and singer in session.members:
             session.mixer.leave(session.members.pop(singer), reason)
@@ -211,7 +212,7 @@ class Room:
 
     def _invite_all(self, session: Session) -> None:
         for singer in self.singers:
-            if singer.conn.state.name != "IDLE":
+            if singer.conn.state is not SingerState.IDLE:
                 continue
             singer.conn.invite()
             session.members[singer] = session.mixer.invite(singer.peer, singer.header.name,
