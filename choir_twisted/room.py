@@ -78,6 +78,8 @@ class Room:
             self._loop.stop()
         if self.session is not None:
             self._finish("daemon stopping")
+        for singer in list(self.singers):
+            singer.drop("daemon stopping")
 
     # -- singers ------------------------------------------------------------------------
 

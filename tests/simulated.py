@@ -130,7 +130,8 @@ class SimulatedSinger(protocol.Protocol):
         for timer in (self._player, self._link_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self.disconnected.callback(reason)
+        self.lost_reason = reason
+        self.disconnected.callback(None)
 
 
 class SimulatedDirector(protocol.Protocol):

@@ -1,0 +1,87 @@
+"""Running the daemon (in-process on loopback, or as a real twistd process) for tests."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from twisted.internet import defer, endpoints, reactor, task
+
+from choir_twisted.protocols import DeskProtocol, DirectorProtocol, RoomFactory, SingerProtocol
+from choir_twisted.room import Room
+
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+class InProcessDaemon:
+    """A Room with its three listeners on 127.0.0.1, ephemeral ports, real reactor."""
+
+    def __init__(self, data_dir=None, **room_options):
+        self.room = Room(reactor, data_dir=data_dir, **room_options)
+        self.ports = {}
+        for role, protocol_class in (("singers", SingerProtocol), ("director", DirectorProtocol),
+                                     ("desk", DeskProtocol)):
+            self.ports[role] = reactor.listenTCP(0, RoomFactory(self.room, protocol_class),
+                                                 interface="127.0.0.1")
+        self.room.start()
+
+    def port(self, role: str) -> int:
+        return self.ports[role].getHost().port
+
+    def endpoint(self, role: str):
+        return endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", self.port(role))
+
+    async def stop(self):
+        """Stop listening, close every connection, and wait until they are closed."""
+        for port in self.ports.values():
+            await defer.maybeDeferred(port.stopListening)
+        self.room.stop()
+        while self.room.singers or self.room.session is not None:
+            await task.deferLater(reactor, 0.01, lambda: None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, deadline: float = 20.0) -> None:
+    """Block until ``port`` accepts connections; fail if the process dies first."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise AssertionError(f"daemon exited with {process.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port} after {deadline} s")
+
+
+class TwistdDaemon:
+    """``twistd -n choir`` as a real process on free loopback ports."""
+
+    def __init__(self, data_dir: str, log_file: str, *extra: str):
+        self.ports = {role: free_port() for role in ("singers", "director", "desk")}
+        args = [os.path.join(VENV_BIN, "twistd"), "-n", "--pidfile=", "-l", log_file, "choir",
+                "-d", data_dir]
+        for role, port in self.ports.items():
+            args.append(f"--{role}=tcp:{port}:interface=127.0.0.1")
+        self.log_file = log_file
+        self.process = subprocess.Popen(args + list(extra), stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)
+        for port in self.ports.values():
+            wait_for_port(port, self.process)
+
+    def endpoint(self, role: str):
+        return endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", self.ports[role])
+
+    def stop(self) -> int:
+        self.process.terminate()
+        try:
+            return self.process.wait(10)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
