@@ -28,6 +28,10 @@ def _gunzip(payload: bytes) -> bytes:
         raise ProtocolError(f"desk message is not gzip: {e}") from None
     if inflater.unconsumed_tail:
         raise ProtocolError(f"desk message inflates past {MAX_DECOMPRESSED} bytes")
+    if not inflater.eof:  # cut short: the CRC and length trailer were never checked
+        raise ProtocolError("desk message is a truncated gzip stream")
+    if inflater.unused_data:
+        raise ProtocolError("desk message has data after its gzip stream")
     return data
 
 

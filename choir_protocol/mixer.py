@@ -215,7 +215,7 @@ class Mixer:
         """One past the last chunk that can go out now."""
         if not self._active:
             return self.next_mix
-        upto = int(self._tip(now)) - self.window + 1  # forced by the window
+        upto = int(self._tip(now) + 1e-6) - self.window + 1  # forced by the window (1e-6: float noise)
         if self.state is MixState.MIXING or not self._invited:
             upto = max(upto, min(v.next_index for v in self._active))
         if self.end_index is not None:
