@@ -2,7 +2,7 @@
 import os
 
 from twisted.application import service, strports
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 from twisted.python import usage
 
 from choir_protocol.constants import MIX_WINDOW_CHUNKS
@@ -49,10 +49,14 @@ class Options(usage.Options):
 class RoomService(service.Service):
     def __init__(self, room):
         self.room = room
+        self.recovered = None  # Deferred list of the session ids recovered at start
 
     def startService(self):
         super().startService()
         self.room.start()
+        if self.room.data_dir is not None:
+            from .recovery import recover_all
+            self.recovered = threads.deferToThread(recover_all, self.room.data_dir)
 
     def stopService(self):
         self.room.stop()
@@ -75,4 +79,5 @@ def makeService(options, clock=reactor) -> service.MultiService:
         listener.setName(option)
         listener.setServiceParent(top)
     top.room = room
+    top.room_service = room_service
     return top
