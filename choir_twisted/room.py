@@ -74,12 +74,15 @@ class Room:
         self._loop.start(self._tick_interval, now=False)
 
     def stop(self):
+        """Stop the room; returns the recorder of the session it cut short, if any."""
         if self._loop.running:
             self._loop.stop()
-        if self.session is not None:
+        session = self.session
+        if session is not None:
             self._finish("daemon stopping")
         for singer in list(self.singers):
             singer.drop("daemon stopping")
+        return session.recorder if session is not None else None
 
     # -- singers ------------------------------------------------------------------------
 

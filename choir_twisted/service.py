@@ -59,8 +59,10 @@ class RoomService(service.Service):
             self.recovered = threads.deferToThread(recover_all, self.room.data_dir)
 
     def stopService(self):
-        self.room.stop()
-        return super().stopService()
+        super().stopService()
+        recorder = self.room.stop()
+        if recorder is not None:  # let it close its files: complete FLAC headers
+            return threads.deferToThread(recorder.wait, 30)
 
 
 def makeService(options, clock=reactor) -> service.MultiService:

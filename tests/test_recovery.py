@@ -78,3 +78,31 @@ class KilledDaemonTest(unittest.TestCase):
                 self.assertEqual(best_lag(mono(track[:len(voice)]), voice), 0)
                 np.testing.assert_array_equal(voice, expected)
         self.assertIn("Recovered interrupted session", open(log).read())
+
+
+class StoppedDaemonTest(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.data_dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.data_dir)
+
+    async def test_sigterm_mid_session_closes_the_recording_cleanly(self):
+        log = os.path.join(self.data_dir, "choir.log")
+        daemon = TwistdDaemon(self.data_dir, log)
+        self.addCleanup(daemon.stop)
+        singer = SimulatedSinger(reactor, "s0", device_latency=3)
+        await endpoints.connectProtocol(daemon.endpoint("singers"), singer)
+        await until(lambda: "(1 connected)" in open(log).read(), what="the singer to join")
+        director = SimulatedDirector(broadband_track(30.0))
+        await endpoints.connectProtocol(daemon.endpoint("director"), director)
+        await until(lambda: len(director.mix) >= 3 * CHUNKS_PER_SECOND, what="3 s of mix")
+        self.assertIn(daemon.stop(), (0, -signal.SIGTERM))
+        (session_id,) = os.listdir(os.path.join(self.data_dir, "sessions"))
+        directory = os.path.join(self.data_dir, "sessions", session_id)
+        summary = json.load(open(os.path.join(directory, "session.json")))
+        self.assertEqual(summary["state"], "daemon stopping")
+        # no recovery needed: libsndfile reads the files, with their length
+        mix = soundfile.read(os.path.join(directory, "mix.flac"), dtype="int16")[0]
+        self.assertEqual(len(mix), summary["mix_chunks"] * FRAMES_PER_CHUNK)
+        self.assertGreaterEqual(summary["mix_chunks"], len(director.mix))
