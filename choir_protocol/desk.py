@@ -38,7 +38,7 @@ def _gunzip(payload: bytes) -> bytes:
 def decode_payload(payload: bytes):
     try:
         return json.loads(_gunzip(payload).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # e.g. "[[[[..." nested deeply
         raise ProtocolError(f"desk message is not JSON: {e}") from None
 
 
