@@ -16,10 +16,12 @@ Rules (1.1.3's where they are right):
   leader is taken to advance in real time from the moment it delivered the last
   chunk: the slower singers get the same window at the end as anywhere else.
   (1.1.3 closed the mix as soon as the fastest singer was done.)
-* Each singer contributes ``gain / n`` where *n* counts the singers still in the
-  session at that chunk; when *n* changes the factor ramps linearly over
-  ``ramp_chunks`` so the mix keeps its level without an audible step. (1.1.3
-  froze *n* at the start, so the mix dropped when someone left.)
+* Each singer contributes ``gain / n`` where *n* counts the singers present in
+  that chunk, so the mix keeps its level when a singer leaves or stalls. (1.1.3
+  froze *n* at the start, so the mix dropped when someone left.) A singer who
+  leaves while its last chunks are still queued fades out over up to
+  ``ramp_chunks`` while the others' share rises in step: a unison mix stays
+  exactly level. Any other change of *n* is smoothed over one chunk.
 * Sums saturate at 16 bits; they never wrap around.
 """
 import enum
@@ -100,7 +102,6 @@ class Mixer:
                  ramp_chunks: int = RAMP_CHUNKS):
         self.window = window
         self.monitor_level = monitor_level
-        self.ramp_samples = ramp_chunks * FRAMES_PER_CHUNK
         self.state = MixState.WAITING
         self.voices: dict = {}  # key -> Voice, every voice invited to this session
         self._rows: list[Voice] = []  # checked-in voices by row
@@ -111,9 +112,9 @@ class Mixer:
         self.end_index = None  # last chunk of the track, once the director said so
         self._tip_done_at = None  # when the fastest singer delivered end_index
         self._monitor = deque()  # mono int16 of director chunks next_mix.., when monitoring
-        self._norm = None  # current normalisation factor
-        self._ramp = None  # (start factor, target, samples done) while ramping
-        self._left_pending: list[int] = []  # left_at of voices that left, not yet mixed past
+        self._ramp_chunks = ramp_chunks
+        self._fades: list = []  # (voice, first faded index, left_at) of leavers still queued
+        self._last_norm = None  # normalisation at the last sample mixed
 
     # -- membership ------------------------------------------------------------------
 
@@ -147,8 +148,9 @@ class Mixer:
         elif voice.state is VoiceState.ACTIVE:
             self._active.remove(voice)
             voice.left_at = voice.next_index
-            if voice.left_at > self.next_mix:
-                self._left_pending.append(voice.left_at)
+            if voice.left_at > self.next_mix:  # its last chunks are queued: fade them out
+                self._fades.append((voice, max(self.next_mix, voice.left_at - self._ramp_chunks),
+                                    voice.left_at))
         else:
             return
         voice.state = VoiceState.LEFT
@@ -248,13 +250,12 @@ class Mixer:
         rows = len(self._rows)
         voices = np.zeros((count, rows, FRAMES_PER_CHUNK), PCM)
         gains = np.zeros(rows, np.float32)
+        present = np.zeros(count, np.float32)  # voices with audio in each chunk
         end = first + count
         for voice in self._rows:
-            queue = voice._queue
-            if voice.state is VoiceState.ACTIVE:
-                gains[voice.row] = voice.gain
-            if voice.next_index < end and voice.state is VoiceState.ACTIVE:
+            if voice.state is VoiceState.ACTIVE and voice.next_index < end:
                 voice.missing += end - max(voice.next_index, first)
+            queue = voice._queue
             if not queue:
                 continue
             gains[voice.row] = voice.gain  # a voice that left still sings what it sent
@@ -264,8 +265,11 @@ class Mixer:
             voice._queue_start = start + take
             pcm = np.frombuffer(voice._decoder.decode(payload), PCM)
             voices[start - first:start - first + take, voice.row] = pcm.reshape(take, FRAMES_PER_CHUNK)
+            present[start - first:start - first + take] += 1
         mixed = np.matmul(gains, voices.astype(np.float32))  # (count, 512)
-        mixed *= self._norm_envelope(first, count)
+        weight = np.repeat(present[:, None], FRAMES_PER_CHUNK, axis=1)
+        self._fade_out(first, end, voices, mixed, weight)
+        mixed *= self._normalisation(weight)
         if self.monitor_level and self._monitor:
             monitor = np.frombuffer(b"".join([self._monitor.popleft() for _ in range(count)]), PCM)
             mixed += self.monitor_level * monitor.reshape(count, FRAMES_PER_CHUNK)
@@ -273,32 +277,38 @@ class Mixer:
         np.clip(mixed, -32768, 32767, out=mixed)
         return MixBlock(first, mixed.astype(PCM), voices)
 
-    def _norm_envelope(self, first: int, count: int) -> np.ndarray:
-        """Per-sample normalisation 1/n, ramped where n changes."""
-        envelope = np.empty((count, FRAMES_PER_CHUNK), np.float32)
-        active = len(self._active)
-        for j in range(count):
-            index = first + j
-            self._left_pending = [i for i in self._left_pending if i > index]
-            members = active + len(self._left_pending)
-            target = 1.0 / members if members else (self._norm or 1.0)
-            if self._norm is None:
-                self._norm = target
-            if target != self._norm and (self._ramp is None or self._ramp[1] != target):
-                self._ramp = (self._norm, target, 0)
-            if self._ramp is None:
-                envelope[j] = self._norm
+    def _fade_out(self, first, end, voices, mixed, weight) -> None:
+        """Fade leavers out over their last queued chunks; their weight follows."""
+        for voice, fade_start, left_at in self._fades:
+            lo, hi = max(first, fade_start), min(end, left_at)
+            if lo >= hi:
                 continue
-            start, stop, done = self._ramp
-            steps = np.arange(done + 1, done + 1 + FRAMES_PER_CHUNK, dtype=np.float32)
-            np.minimum(steps, self.ramp_samples, out=steps)
-            envelope[j] = start + (stop - start) * steps / self.ramp_samples
-            done += FRAMES_PER_CHUNK
-            self._norm = float(envelope[j, -1])
-            self._ramp = None if done >= self.ramp_samples else (start, stop, done)
-            if self._ramp is None:
-                self._norm = stop
-        return envelope
+            span = (left_at - fade_start) * FRAMES_PER_CHUNK
+            done = (lo - fade_start) * FRAMES_PER_CHUNK
+            samples = np.arange(done + 1, done + 1 + (hi - lo) * FRAMES_PER_CHUNK, dtype=np.float32)
+            cut = (samples / span).reshape(hi - lo, FRAMES_PER_CHUNK)  # 0 -> 1: how much is gone
+            mixed[lo - first:hi - first] -= voice.gain * cut * voices[lo - first:hi - first, voice.row]
+            weight[lo - first:hi - first] -= cut
+        self._fades = [f for f in self._fades if f[2] > end]
+
+    def _normalisation(self, weight: np.ndarray) -> np.ndarray:
+        """1 / voices present, per sample; a jump between chunks is spread over the chunk."""
+        norm = np.divide(1.0, weight, out=np.zeros_like(weight), where=weight > 0.01)
+        silent = weight <= 0.01  # nobody there: keep the factor, there is nothing to scale
+        if silent.any():
+            norm[silent] = np.nan
+        previous = self._last_norm
+        rise = np.arange(1, FRAMES_PER_CHUNK + 1, dtype=np.float32) / FRAMES_PER_CHUNK
+        for j in range(len(norm)):
+            row = norm[j]
+            if np.isnan(row[0]):
+                row[np.isnan(row)] = previous if previous is not None else 0.0
+                continue
+            if previous is not None and abs(row[0] - previous) > 1e-6:
+                row += (previous - row[0]) * (1 - rise)
+            previous = float(row[-1])
+        self._last_norm = previous
+        return norm
 
     # -- status ----------------------------------------------------------------------
 
