@@ -36,6 +36,9 @@ from .errors import ProtocolError
 
 PCM = np.dtype("<i2")
 RAMP_CHUNKS = 22  # about 0.25 s
+# Chunks mixed in one pass at most: a backlog is caught up over several passes, so
+# a pass never stalls the caller (the reactor) and its arrays stay in cache.
+MAX_PASS_CHUNKS = 16
 
 
 class MixState(enum.Enum):
@@ -225,14 +228,15 @@ class Mixer:
         return upto
 
     def mix(self, now: float) -> MixBlock | None:
-        """Every mix chunk due at time ``now`` (seconds, any origin), or None."""
+        """The mix chunks due at time ``now`` (seconds, any origin), at most
+        MAX_PASS_CHUNKS of them, or None."""
         if self.state in (MixState.DONE, MixState.ABORTED):
             return None
         if self.end_index == -1:  # the director sent no audio at all
             self.state = MixState.DONE
             return None
-        upto = self._due(now)
         first = self.next_mix
+        upto = min(self._due(now), first + MAX_PASS_CHUNKS)
         count = upto - first
         block = None
         if count > 0:
@@ -266,7 +270,8 @@ class Mixer:
             pcm = np.frombuffer(voice._decoder.decode(payload), PCM)
             voices[start - first:start - first + take, voice.row] = pcm.reshape(take, FRAMES_PER_CHUNK)
             present[start - first:start - first + take] += 1
-        mixed = np.matmul(gains, voices.astype(np.float32))  # (count, 512)
+        # einsum's own loop, not BLAS: BLAS threads spin on the cores the daemon needs
+        mixed = np.einsum("r,krs->ks", gains, voices, dtype=np.float32, casting="unsafe")
         weight = np.repeat(present[:, None], FRAMES_PER_CHUNK, axis=1)
         self._fade_out(first, end, voices, mixed, weight)
         mixed *= self._normalisation(weight)

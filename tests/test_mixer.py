@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from choir_protocol.adpcm import MonoDecoder, MonoEncoder
 from choir_protocol.constants import CHUNKS_PER_SECOND, FRAMES_PER_CHUNK
 from choir_protocol.errors import ProtocolError
-from choir_protocol.mixer import Mixer, MixState, VoiceState
+from choir_protocol.mixer import MAX_PASS_CHUNKS, Mixer, MixBlock, MixState, VoiceState
 
 N = FRAMES_PER_CHUNK
 
@@ -39,11 +39,23 @@ def session(singers: int, chunks: int, window: int = 20, **options):
 
 
 def collect(mixer, now, blocks):
-    block = mixer.mix(now)
-    if block is not None:
-        assert block.first_index == sum(b.count for b in blocks)
-        blocks.append(block)
-    return block
+    """Every pass due at ``now`` (a pass holds at most MAX_PASS_CHUNKS), as one block."""
+    passes = []
+    while (block := mixer.mix(now)) is not None:
+        assert block.count <= MAX_PASS_CHUNKS
+        if blocks or passes:  # consecutive with what came before
+            last = (blocks + passes)[-1]
+            assert block.first_index == last.first_index + last.count
+        passes.append(block)
+    if not passes:
+        return None
+    blocks.extend(passes)
+    return MixBlock(passes[0].first_index, np.concatenate([b.mix for b in passes]),
+                    np.concatenate([b.voices for b in passes]))
+
+
+def mix_all(mixer, now=0.0):
+    return collect(mixer, now, [])
 
 
 def joined(blocks) -> np.ndarray:
@@ -82,9 +94,9 @@ def test_waits_for_every_singer_then_mixes():
     mixer, (a, b) = session(2, 10)
     pa, pb = encode(voice_signal(10, 1)), encode(voice_signal(10, 2))
     mixer.add_audio(a, 0, pa[:8])
-    assert mixer.mix(0.0) is None  # b has delivered nothing
+    assert mix_all(mixer, 0.0) is None  # b has delivered nothing
     mixer.add_audio(b, 0, pb[:3])
-    block = mixer.mix(0.0)
+    block = mix_all(mixer, 0.0)
     assert (block.first_index, block.count) == (0, 3)
     assert mixer.state is MixState.MIXING
 
@@ -96,13 +108,13 @@ def test_late_singer_is_left_out_after_the_window_and_keeps_its_codec_state():
     payloads = encode(signal)
     mixer.add_audio(slow, 0, payloads[:2])
     mixer.add_audio(fast, 0, payloads[:12])
-    block = mixer.mix(0.0)
+    block = mix_all(mixer, 0.0)
     # the leader is at 11: chunks up to 11 - 5 = 6 are forced out, without the slow singer from 2
     assert (block.first_index, block.count) == (0, 7)
     assert slow.missing == 5
     mixer.add_audio(slow, 2, payloads[2:12])  # 2..6 arrive late, 7..11 in time
     assert slow.late == 5
-    block = mixer.mix(0.0)
+    block = mix_all(mixer, 0.0)
     assert (block.first_index, block.count) == (7, 5)
     # its chunks 7.. decode right although 2..6 were dropped: the state was carried
     np.testing.assert_array_equal(block.voices[:, slow.row].reshape(-1), decoded(payloads)[7 * N:12 * N])
@@ -117,13 +129,13 @@ def test_end_of_track_waits_for_slower_singers_within_the_window():
     payloads = encode(voice_signal(chunks, 4))
     mixer.add_audio(fast, 0, payloads)
     mixer.add_audio(slow, 0, payloads[:37])
-    block = mixer.mix(100.0)  # the fastest just finished: chunks 0..36 are complete
+    block = mix_all(mixer, 100.0)  # the fastest just finished: chunks 0..36 are complete
     assert block.first_index + block.count == 37
     # chunk 37 is due once the leader, advancing in real time, is a window past it:
     # 37 + 10 - 39 = 8 chunks of time after the end
-    assert mixer.mix(100.0 + 7.9 / CHUNKS_PER_SECOND) is None
+    assert mix_all(mixer, 100.0 + 7.9 / CHUNKS_PER_SECOND) is None
     mixer.add_audio(slow, 37, payloads[37:])
-    block = mixer.mix(100.0 + 7.9 / CHUNKS_PER_SECOND)
+    block = mix_all(mixer, 100.0 + 7.9 / CHUNKS_PER_SECOND)
     assert block.first_index + block.count == chunks
     assert mixer.state is MixState.DONE
     assert slow.missing == 0 and slow.late == 0
@@ -158,7 +170,7 @@ def test_level_stays_steady_without_a_step_when_a_singer_leaves():
     mixer.leave(voices[3], "dropped out (-2)")  # out from chunk 40
     for voice in voices[:3]:
         mixer.add_audio(voice, 40, payloads[40:])
-    mix = joined([mixer.mix(0.0)]).astype(np.float64)
+    mix = joined([mix_all(mixer, 0.0)]).astype(np.float64)
     reference = decoded(payloads).astype(np.float64)
     # Everyone sings the same, so a steady level means the mix is the voice itself, all
     # along: the leaver fades out over its last queued chunks as the others rise.
@@ -176,7 +188,7 @@ def test_a_leaver_fades_out_while_the_others_rise_in_step():
     mixer.add_audio(voices[0], 0, a_payloads)
     mixer.add_audio(voices[1], 0, encode(np.zeros(chunks * N, "<i2"))[:20])  # silent, then gone
     mixer.leave(voices[1], "disconnected")
-    mix = joined([mixer.mix(0.0)]).astype(np.float64)
+    mix = joined([mix_all(mixer, 0.0)]).astype(np.float64)
     voice = decoded(a_payloads).astype(np.float64)
     settled = np.abs(voice) > 4000  # past the codec's attack, where the ratio is precise
     gain = mix[settled] / voice[settled]  # the remaining singer's share
@@ -212,7 +224,7 @@ def test_sums_saturate_and_never_wrap():
     for voice in voices:
         mixer.set_gain(voice, 5.0)
         mixer.add_audio(voice, 0, encode(loud))
-    mix = mixer.mix(0.0).mix.reshape(-1)
+    mix = mix_all(mixer, 0.0).mix.reshape(-1)
     assert mix[N:].min() == 32767  # past the codec's attack: clipped, not wrapped negative
     assert mix.min() >= 0
 
@@ -221,10 +233,10 @@ def test_gain_changes_take_effect_on_the_next_chunks():
     mixer, (voice,) = session(1, 20, window=100)
     payloads = encode(voice_signal(20, 7))
     mixer.add_audio(voice, 0, payloads[:10])
-    first = mixer.mix(0.0).mix.reshape(-1).astype(np.float64)
+    first = mix_all(mixer, 0.0).mix.reshape(-1).astype(np.float64)
     mixer.set_gain(voice, 0.25)
     mixer.add_audio(voice, 10, payloads[10:])
-    second = mixer.mix(0.0).mix.reshape(-1).astype(np.float64)
+    second = mix_all(mixer, 0.0).mix.reshape(-1).astype(np.float64)
     reference = decoded(payloads).astype(np.float64)
     np.testing.assert_allclose(first, reference[:10 * N], atol=0.51)
     np.testing.assert_allclose(second, 0.25 * reference[10 * N:], atol=0.51)
@@ -237,7 +249,7 @@ def test_check_in_after_the_first_mix_chunk_is_refused():
     for i in range(10):
         mixer.add_track(i)
     mixer.add_audio(early, 0, encode(voice_signal(6, 8)))
-    assert mixer.mix(0.0) is not None  # forced by the window while "late" has not checked in
+    assert mix_all(mixer, 0.0) is not None  # forced by the window while "late" has not checked in
     assert mixer.check_in(late) is False
     assert late.state is VoiceState.REFUSED
     mixer.add_audio(late, 0, encode(voice_signal(2, 9)))  # ignored, not an error
@@ -251,10 +263,10 @@ def test_invited_singers_hold_the_start_until_they_check_in():
     for i in range(10):
         mixer.add_track(i)
     mixer.add_audio(a, 0, encode(voice_signal(10, 1)))
-    assert mixer.mix(0.0) is None
+    assert mix_all(mixer, 0.0) is None
     mixer.check_in(b)
     mixer.add_audio(b, 0, encode(voice_signal(10, 2))[:4])
-    assert mixer.mix(0.0).count == 4
+    assert mix_all(mixer, 0.0).count == 4
 
 
 def test_a_singer_cannot_sing_what_the_director_has_not_sent():
@@ -274,10 +286,10 @@ def test_session_aborts_when_every_singer_has_left():
     payloads = encode(voice_signal(10, 1))
     for voice in voices:
         mixer.add_audio(voice, 0, payloads[:3])
-    mixer.mix(0.0)
+    mix_all(mixer, 0.0)
     for voice in voices:
         mixer.leave(voice, "disconnected")
-    mixer.mix(0.0)
+    mix_all(mixer, 0.0)
     assert mixer.state is MixState.ABORTED
 
 
@@ -285,7 +297,7 @@ def test_a_track_without_audio_is_done_at_once():
     mixer = Mixer()
     mixer.check_in(mixer.invite("a"))
     mixer.end_track()
-    assert mixer.mix(0.0) is None
+    assert mix_all(mixer, 0.0) is None
     assert mixer.state is MixState.DONE
 
 
@@ -298,7 +310,7 @@ def test_monitor_mixes_the_track_in_at_its_level():
         mixer.add_track(i, track)
     mixer.end_track()
     mixer.add_audio(voice, 0, encode(np.zeros(4 * N, "<i2")))
-    assert set(mixer.mix(0.0).mix.reshape(-1).tolist()) == {5000}
+    assert set(mix_all(mixer, 0.0).mix.reshape(-1).tolist()) == {5000}
 
 
 def test_buffered_audio_is_bounded_by_the_window_and_the_track():
@@ -306,6 +318,6 @@ def test_buffered_audio_is_bounded_by_the_window_and_the_track():
     payloads = encode(voice_signal(400, 1))
     for start in range(0, 400, 10):
         mixer.add_audio(fast, start, payloads[start:start + 10])
-        mixer.mix(0.0)
+        mix_all(mixer, 0.0)
         assert mixer.buffered_chunks() <= 30 + 10
     assert slow.missing == 400 - 30
