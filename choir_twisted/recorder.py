@@ -1,11 +1,13 @@
 """Writes a session to disk as it goes, on a thread of its own.
 
-``sessions/<id>/mix.flac``, one FLAC per singer aligned at chunk 0 (silence where
-the singer had no audio) and ``session.json``. Blocks are buffered for about a
-second before they are encoded, so a daemon killed mid-session loses at most the
-last couple of seconds; session.json is rewritten atomically every few seconds.
-The reactor only ever puts blocks on a bounded queue: a slow disk loses recording,
-never the live session.
+``sessions/<id>/mix.flac`` is encoded as the mix comes (flushed about once a
+second); each singer's audio is journaled as received (see tracks.py) and becomes
+``singer-NNN-<name>-<group>.flac``, aligned at chunk 0, when the session ends;
+``session.json`` is rewritten atomically every few seconds and at the end. A
+daemon killed mid-session loses at most the last second or two.
+
+The reactor only ever puts items on a queue bounded in bytes: a disk that cannot
+keep up loses recording (counted in session.json), never the live session.
 """
 import json
 import os
@@ -18,110 +20,140 @@ import numpy as np
 import soundfile
 from twisted.logger import Logger
 
+from choir_protocol.chunks import encode_index
 from choir_protocol.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
 
-FLUSH_CHUNKS = 86  # encode about once a second
+from .tracks import JOURNAL_SUFFIX, convert_journals
+
+FLUSH_SECONDS = 1.0
 SUMMARY_SECONDS = 5.0
-QUEUE_BLOCKS = 4096  # about 2 minutes of 40 ms blocks
+QUEUE_BYTES = 64 << 20  # about a minute of audio from 1000 singers
+CONVERSION_NICENESS = 10  # the next session's live work comes first
 _STOP = object()
 
 
-def _file_name(row: int, name: str, group: str) -> str:
+def track_name(row: int, name: str, group: str) -> str:
     label = re.sub(r"[^\w.-]+", "_", f"{name}-{group}" if name else group or "singer").strip("_")
-    return f"singer-{row + 1:03d}-{label[:60]}.flac"
+    return f"singer-{row + 1:03d}-{label[:60]}"
 
 
 class SessionRecorder:
-    """One session's recording. ``write``/``update``/``close`` are for the reactor thread."""
+    """One session's recording. Its public methods are for the reactor thread."""
 
     log = Logger()
 
     def __init__(self, directory: str, summary: dict):
         self.directory = directory
         os.makedirs(directory, exist_ok=True)
-        self._queue: queue.Queue = queue.Queue(QUEUE_BLOCKS)
-        self.dropped_blocks = 0
-        self._summary = dict(summary)
-        self._thread = threading.Thread(target=self._run, name=f"recorder {os.path.basename(directory)}",
-                                        daemon=True)
+        self.lost_bytes = 0
+        self._summary = dict(summary, tracks="recording")
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queued = 0  # bytes on the queue; changed under _lock
+        self._lock = threading.Lock()
         self._done = threading.Event()
+        self._write_summary()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"recorder {os.path.basename(directory)}")
         self._thread.start()
 
-    def write(self, block, singers: list) -> None:
-        """Queue a MixBlock; ``singers`` names the block's rows (dicts with name, group)."""
-        self._put(("block", block, singers))
+    # -- reactor side -----------------------------------------------------------------
+
+    def add_singer(self, row: int, name: str, group: str) -> None:
+        self._put(("singer", row, track_name(row, name, group)), 0)
+
+    def add_voices(self, batch: list) -> None:
+        """``batch``: (row, first_index, [ADPCM payloads]) as received."""
+        self._put(("voices", batch), sum(len(p) * 256 for _, _, p in batch))
+
+    def add_mix(self, first_index: int, pcm: np.ndarray) -> None:
+        self._put(("mix", first_index, pcm), pcm.nbytes)
 
     def update(self, summary: dict) -> None:
-        self._put(("summary", dict(summary)))
+        self._put(("summary", dict(summary)), 0)
 
     def close(self, summary: dict) -> None:
-        self._put(("summary", dict(summary)))
-        self._queue.put(_STOP)  # must get through: it ends the thread
+        # these must get through, whatever the byte budget: they end the thread
+        self._queue.put((("summary", dict(summary)), 0))
+        self._queue.put(_STOP)
 
     def wait(self, timeout=None) -> bool:
+        """Block until every file is written and closed (tracks converted)."""
         return self._done.wait(timeout)
 
-    def _put(self, item) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self.dropped_blocks += 1
-            if self.dropped_blocks in (1, 100, 10000):
-                self.log.error("Recorder of {dir} cannot keep up: {n} blocks lost",
-                               dir=self.directory, n=self.dropped_blocks)
+    def _put(self, item, size: int) -> None:
+        with self._lock:
+            if self._queued + size > QUEUE_BYTES:
+                self.lost_bytes += size
+                if self.lost_bytes == size:
+                    self.log.error("Recorder of {dir} cannot keep up: dropping audio",
+                                   dir=self.directory)
+                return
+            self._queued += size
+        self._queue.put((item, size))
 
     # -- recorder thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        files: list = []  # SoundFile per singer row, then the mix last
+        journals: dict = {}  # row -> open journal file
         mix = soundfile.SoundFile(os.path.join(self.directory, "mix.flac"), "w", SAMPLE_RATE, 1,
                                   "PCM_16", format="FLAC")
-        pending: list = []
-        pending_chunks = 0
-        last_summary = 0.0
+        pending_mix: list = []
+        last_flush = last_summary = time.monotonic()
         try:
-            while True:
-                item = self._queue.get()
-                if item is _STOP:
-                    break
-                if item[0] == "summary":
-                    self._summary = item[1]
-                    if time.monotonic() - last_summary > SUMMARY_SECONDS:
-                        self._write_summary()
-                        last_summary = time.monotonic()
-                    continue
-                _, block, singers = item
-                while len(files) < len(singers):
-                    row = len(files)
-                    files.append(soundfile.SoundFile(
-                        os.path.join(self.directory, _file_name(row, **singers[row])), "w",
-                        SAMPLE_RATE, 1, "PCM_16", format="FLAC"))
-                pending.append(block)
-                pending_chunks += block.count
-                if pending_chunks >= FLUSH_CHUNKS:
-                    self._flush(pending, mix, files)
-                    pending, pending_chunks = [], 0
-            self._flush(pending, mix, files)
+            while (entry := self._queue.get()) is not _STOP:
+                (kind, *args), size = entry
+                with self._lock:
+                    self._queued -= size
+                if kind == "voices":
+                    for row, first, payloads in args[0]:
+                        journals[row].write(b"".join([encode_index(first + k) + p
+                                                      for k, p in enumerate(payloads)]))
+                elif kind == "mix":
+                    pending_mix.append(args[1])
+                elif kind == "singer":
+                    row, name = args
+                    journals[row] = open(os.path.join(self.directory, name + JOURNAL_SUFFIX), "wb")
+                elif kind == "summary":
+                    self._summary.update(args[0])
+                now = time.monotonic()
+                if now - last_flush > FLUSH_SECONDS:
+                    self._flush(pending_mix, mix, journals)
+                    pending_mix, last_flush = [], now
+                if now - last_summary > SUMMARY_SECONDS:
+                    self._write_summary()
+                    last_summary = now
+            self._flush(pending_mix, mix, journals)
         except Exception:
             self.log.failure("Recorder of {dir} failed", dir=self.directory)
         finally:
-            for f in files + [mix]:
-                f.close()
-            self._summary["files"] = sorted(n for n in os.listdir(self.directory) if n.endswith(".flac"))
-            self._summary["recording_blocks_lost"] = self.dropped_blocks
+            mix.close()
+            for journal in journals.values():
+                journal.close()
+            self._summary["recording_lost_bytes"] = self.lost_bytes
+            self._summary["tracks"] = "converting"
             self._write_summary()
+            self._finish_tracks()
             self._done.set()
 
-    @staticmethod
-    def _flush(blocks: list, mix, files: list) -> None:
-        if not blocks:
-            return
-        mix.write(np.concatenate([b.mix for b in blocks]).reshape(-1))
-        for row, f in enumerate(files):
-            # Rows join at check-in, before the first block: every track starts at chunk 0.
-            f.write(np.concatenate([b.voices[:, row] if row < b.voices.shape[1]
-                                    else np.zeros((b.count, FRAMES_PER_CHUNK), np.int16)
-                                    for b in blocks]).reshape(-1))
+    def _flush(self, pending_mix: list, mix, journals: dict) -> None:
+        if pending_mix:
+            mix.write(np.concatenate(pending_mix).reshape(-1))
+        for journal in journals.values():
+            journal.flush()
+
+    def _finish_tracks(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONVERSION_NICENESS)
+        except (AttributeError, OSError):
+            pass
+        try:
+            names = convert_journals(self.directory, self._summary.get("mix_chunks", 0))
+            self._summary["tracks"] = "ready"
+        except Exception:
+            self.log.failure("Converting the tracks of {dir} failed", dir=self.directory)
+            names, self._summary["tracks"] = [], "failed"
+        self._summary["files"] = ["mix.flac"] + names
+        self._write_summary()
 
     def _write_summary(self) -> None:
         path = os.path.join(self.directory, "session.json")

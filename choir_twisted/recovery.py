@@ -1,10 +1,11 @@
 """Repairs the recordings of sessions a killed daemon left behind.
 
-The FLAC files of an interrupted session hold everything the recorder flushed
-(all but the last second or two) but their headers never got their length, which
-some readers (libsndfile among them) refuse. At start-up, every session whose
-session.json still says "recording" has its FLACs rewritten by ffmpeg and is
-marked "interrupted".
+The mix.flac of an interrupted session holds everything the recorder flushed (all
+but the last second or two) but its header never got its length, which some
+readers (libsndfile among them) refuse: ffmpeg rewrites it. The singers' journals
+become their FLAC tracks (tracks.py). The session is then marked "interrupted".
+Sessions whose tracks were still being converted when the daemon stopped are
+finished too.
 """
 import glob
 import json
@@ -16,6 +17,8 @@ from twisted.logger import Logger
 
 from choir_protocol.constants import FRAMES_PER_CHUNK
 
+from .tracks import convert_journals
+
 log = Logger()
 
 
@@ -24,8 +27,9 @@ def interrupted_sessions(data_dir: str) -> list:
     for path in sorted(glob.glob(os.path.join(data_dir, "sessions", "*", "session.json"))):
         try:
             with open(path) as f:
-                if json.load(f).get("state") == "recording":
-                    found.append(os.path.dirname(path))
+                summary = json.load(f)
+            if summary.get("state") == "recording" or summary.get("tracks") != "ready":
+                found.append(os.path.dirname(path))
         except (OSError, ValueError):
             log.warn("Unreadable {path}: left as it is", path=path)
     return found
@@ -48,15 +52,19 @@ def rewrite_flac(path: str) -> int:
 def recover_session(directory: str) -> dict:
     with open(os.path.join(directory, "session.json")) as f:
         summary = json.load(f)
-    lengths = {}
-    for path in sorted(glob.glob(os.path.join(directory, "*.flac"))):
-        if os.path.getsize(path) == 0:  # nothing was ever flushed
-            os.remove(path)
-            continue
-        lengths[os.path.basename(path)] = rewrite_flac(path)
-    summary["state"] = "interrupted"
-    summary["files"] = sorted(lengths)
-    summary["mix_chunks"] = lengths.get("mix.flac", 0) // FRAMES_PER_CHUNK
+    mix = os.path.join(directory, "mix.flac")
+    if summary.get("state") == "recording":
+        summary["state"] = "interrupted"
+        if os.path.exists(mix) and os.path.getsize(mix) > 0:
+            summary["mix_chunks"] = rewrite_flac(mix) // FRAMES_PER_CHUNK
+        else:  # nothing was ever flushed
+            summary["mix_chunks"] = 0
+    for partial in glob.glob(os.path.join(directory, "*.flac.part")):
+        os.remove(partial)  # a conversion cut short: its journal is still there
+    tracks = convert_journals(directory, summary.get("mix_chunks", 0))
+    summary["tracks"] = "ready"
+    summary["files"] = sorted(set(summary.get("files", [])) | set(tracks)
+                              | ({"mix.flac"} if os.path.exists(mix) else set()))
     with open(os.path.join(directory, "session.json.tmp"), "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(os.path.join(directory, "session.json.tmp"), os.path.join(directory, "session.json"))

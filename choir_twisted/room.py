@@ -43,6 +43,7 @@ class Session:
     ended: str = ""  # why it ended, once it has
     stray_chunks: int = 0
     monitor_decoder: object = None
+    voice_batch: list = attrs.Factory(list)  # (row, first index, payloads) for the recorder
 
 
 class Room:
@@ -120,6 +121,8 @@ class Room:
             return
         if self.session.mixer.check_in(voice):
             self.log.info("Singer {who} checked in", who=singer.describe())
+            if self.session.recorder is not None:
+                self.session.recorder.add_singer(voice.row, voice.name, voice.group)
         else:
             self.log.warn("Singer {who} checked in too late: not in this mix", who=singer.describe())
 
@@ -127,6 +130,8 @@ class Room:
         voice = self.voice_of(singer)
         if voice is not None:
             self.session.mixer.add_audio(voice, first_index, payloads)
+            if voice.row >= 0:
+                self.session.voice_batch.append((voice.row, first_index, payloads))
 
     def singer_dropped_out(self, singer) -> None:
         voice = self.voice_of(singer)
@@ -238,6 +243,7 @@ class Room:
         session = self.session
         if session is not None:
             self._forward(session)
+            self._record_voices(session)
             self._mix(session, now)
         resume, self._to_resume = self._to_resume, []
         for singer in resume:
@@ -245,6 +251,13 @@ class Room:
                 singer.transport.resumeProducing()
         if next(self._ticks) % SWEEP_EVERY == 0:
             self._sweep(now)
+
+    @staticmethod
+    def _record_voices(session: Session) -> None:
+        if session.voice_batch:
+            if session.recorder is not None:
+                session.recorder.add_voices(session.voice_batch)
+            session.voice_batch = []
 
     def _forward(self, session: Session) -> None:
         if not session.pending_track:
@@ -264,7 +277,7 @@ class Room:
                 if mixer.track_chunks - mixer.next_mix <= DIRECTOR_SLACK_CHUNKS:
                     director.transport.resumeProducing()
             if session.recorder is not None:
-                session.recorder.write(block, [{"name": v.name, "group": v.group} for v in mixer._rows])
+                session.recorder.add_mix(block.first_index, block.mix)
         if mixer.state is MixState.DONE:
             self._finish("complete")
         elif mixer.state is MixState.ABORTED:
@@ -306,6 +319,7 @@ class Room:
         self._forward(session)
         for singer in session.members:
             singer.conn.end_session()
+        self._record_voices(session)
         summary = self._summary(session)
         if session.recorder is not None:
             session.recorder.close(summary)

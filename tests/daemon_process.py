@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from twisted.internet import defer, endpoints, reactor, task
+from twisted.internet import defer, endpoints, reactor, task, threads
 
 from choir_twisted.protocols import DeskProtocol, DirectorProtocol, RoomFactory, SingerProtocol
 from choir_twisted.room import Room
@@ -38,6 +38,13 @@ class InProcessDaemon:
         self.room.stop()
         while self.room.singers or self.room.session is not None:
             await task.deferLater(reactor, 0.01, lambda: None)
+        await self.recording_done()
+
+    async def recording_done(self):
+        """Wait until the last session's files are all written (tracks converted)."""
+        session = self.room.last_session
+        if session is not None and session.recorder is not None:
+            await threads.deferToThread(session.recorder.wait, 60)
 
 
 def free_port() -> int:

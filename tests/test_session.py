@@ -78,9 +78,12 @@ class EightSingersTest(unittest.TestCase):
         self.assertGreaterEqual(snr_db(mono(track), mix), adpcm_snr - 0.1)
         self.assertGreater(adpcm_snr, 30.0)
 
+        await daemon.recording_done()
         session = self._only_session()
         summary = json.load(open(os.path.join(session, "session.json")))
         self.assertEqual(summary["state"], "complete")
+        self.assertEqual(summary["tracks"], "ready")
+        self.assertFalse([f for f in os.listdir(session) if f.endswith(".chunks")])
         self.assertEqual(summary["mix_chunks"], chunks)
         self.assertEqual([s["chunks"] for s in summary["singers"]], [chunks] * 8)
         self.assertEqual([s["late"] + s["missing"] for s in summary["singers"]], [0] * 8)
