@@ -87,7 +87,7 @@ class SingerServerConnection(_HeaderThenChunks):
             self.state = SingerState.IDLE
             events.append(Authenticated(header))
         run_start = None  # consecutive audio is returned as one VoiceChunks
-        payloads = []
+        payloads, run = [], []
         stray = 0
         for index, chunk in chunks:
             if index >= 0 and self.state is SingerState.SINGING:
@@ -96,11 +96,12 @@ class SingerServerConnection(_HeaderThenChunks):
                 if run_start is None:
                     run_start = index
                 payloads.append(chunk[4:])
+                run.append(chunk)
                 self.next_index += 1
                 continue
             if payloads:
-                events.append(VoiceChunks(run_start, payloads))
-                run_start, payloads = None, []
+                events.append(VoiceChunks(run_start, payloads, b"".join(run)))
+                run_start, payloads, run = None, [], []
             if index == Signal.KEEPALIVE:
                 events.append(KeepAlive())
             elif index >= 0 or self.state in (SingerState.IDLE, SingerState.DROPPED):
@@ -117,7 +118,7 @@ class SingerServerConnection(_HeaderThenChunks):
             else:
                 raise ProtocolError(f"singer sent unknown signal {index}")
         if payloads:
-            events.append(VoiceChunks(run_start, payloads))
+            events.append(VoiceChunks(run_start, payloads, b"".join(run)))
         if stray:
             events.append(StrayChunks(stray))
         return events

@@ -27,6 +27,7 @@ class VoiceChunks:
 
     first_index: int
     payloads: list
+    raw: bytes = b""  # the same chunks as they came on the wire, indices included
 
 
 @attrs.frozen

@@ -12,10 +12,11 @@ from choir_protocol.events import (Authenticated, CheckedIn, DroppedOut, StrayCh
 from choir_protocol.header import Header
 from choir_protocol.constants import HEADER_SIZE
 
-from .links import BoundedOutput
+from .links import has_plain_socket, output_for
 
 HEADER_TIMEOUT = 10.0  # seconds for a peer to send its 512-byte header
 SINGER_BACKLOG_LIMIT = 512 * 1024  # about 11 s of track held back for a singer not reading
+RECV_BYTES = 65536
 IPTOS_LOWDELAY = 0x10
 
 
@@ -69,6 +70,7 @@ class _RehearsalProtocol(protocol.Protocol):
 
     def drop(self, reason: str) -> None:
         """Close the connection for ``reason`` (logged once)."""
+        self.polling = False
         if self.connected:
             self.log.warn("Closing {who}: {reason}", who=self.describe(), reason=reason)
             self._close_reason = reason
@@ -95,10 +97,44 @@ class SingerProtocol(_RehearsalProtocol):
         self.output = None
         self.last_received = self.last_sent = room.clock.seconds()
         self.joined = False
+        self.polling = False
+        self._socket = None
 
     def connectionMade(self):
         super().connectionMade()
-        self.output = BoundedOutput(self.transport, SINGER_BACKLOG_LIMIT)
+        self.output = output_for(self.transport, SINGER_BACKLOG_LIMIT)
+
+    # In a session the room reads each singer once per tick. A plain TCP socket is
+    # then read directly (``poll``), out of the reactor's sight; other transports
+    # are paused after each read and resumed by the tick.
+
+    def start_polling(self) -> None:
+        if not self.polling and self.connected and has_plain_socket(self.transport):
+            self._socket = self.transport.getHandle()
+            self.polling = True
+            self.transport.pauseProducing()
+
+    def stop_polling(self) -> None:
+        """Back to the reactor, which also meets end of stream and errors."""
+        if self.polling:
+            self.polling = False
+            if self.connected:
+                self.transport.resumeProducing()
+
+    def poll(self) -> None:
+        while self.polling:
+            try:
+                data = self._socket.recv(RECV_BYTES)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.stop_polling()
+                return
+            self.dataReceived(data)
+            if len(data) < RECV_BYTES:
+                return
 
     def send(self, data: bytes) -> None:
         self.output.write(data)
@@ -112,7 +148,7 @@ class SingerProtocol(_RehearsalProtocol):
             for event in events:
                 kind = type(event)
                 if kind is VoiceChunks:
-                    room.singer_audio(self, event.first_index, event.payloads)
+                    room.singer_audio(self, event.first_index, event.payloads, event.raw)
                 elif kind is CheckedIn:
                     room.singer_checked_in(self)
                 elif kind is DroppedOut:
@@ -128,7 +164,7 @@ class SingerProtocol(_RehearsalProtocol):
         except ProtocolError as e:
             self.drop(f"protocol error: {e}")
             return
-        if self.joined:
+        if self.joined and not self.polling:
             room.singer_read(self)
 
     def ended(self, reason):

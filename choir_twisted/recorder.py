@@ -20,8 +20,7 @@ import numpy as np
 import soundfile
 from twisted.logger import Logger
 
-from choir_protocol.chunks import encode_index
-from choir_protocol.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
+from choir_protocol.constants import SAMPLE_RATE
 
 from .tracks import JOURNAL_SUFFIX, convert_journals
 
@@ -62,8 +61,8 @@ class SessionRecorder:
         self._put(("singer", row, track_name(row, name, group)), 0)
 
     def add_voices(self, batch: list) -> None:
-        """``batch``: (row, first_index, [ADPCM payloads]) as received."""
-        self._put(("voices", batch), sum(len(p) * 256 for _, _, p in batch))
+        """``batch``: (row, chunks as they came on the wire)."""
+        self._put(("voices", batch), sum(len(raw) for _, raw in batch))
 
     def add_mix(self, first_index: int, pcm: np.ndarray) -> None:
         self._put(("mix", first_index, pcm), pcm.nbytes)
@@ -105,9 +104,8 @@ class SessionRecorder:
                 with self._lock:
                     self._queued -= size
                 if kind == "voices":
-                    for row, first, payloads in args[0]:
-                        journals[row].write(b"".join([encode_index(first + k) + p
-                                                      for k, p in enumerate(payloads)]))
+                    for row, raw in args[0]:
+                        journals[row].write(raw)
                 elif kind == "mix":
                     pending_mix.append(args[1])
                 elif kind == "singer":

@@ -43,7 +43,7 @@ class Session:
     ended: str = ""  # why it ended, once it has
     stray_chunks: int = 0
     monitor_decoder: object = None
-    voice_batch: list = attrs.Factory(list)  # (row, first index, payloads) for the recorder
+    voice_batch: list = attrs.Factory(list)  # (row, raw chunks) for the recorder
 
 
 class Room:
@@ -126,12 +126,12 @@ class Room:
         else:
             self.log.warn("Singer {who} checked in too late: not in this mix", who=singer.describe())
 
-    def singer_audio(self, singer, first_index: int, payloads: list) -> None:
+    def singer_audio(self, singer, first_index: int, payloads: list, raw: bytes) -> None:
         voice = self.voice_of(singer)
         if voice is not None:
             self.session.mixer.add_audio(voice, first_index, payloads)
             if voice.row >= 0:
-                self.session.voice_batch.append((voice.row, first_index, payloads))
+                self.session.voice_batch.append((voice.row, raw))
 
     def singer_dropped_out(self, singer) -> None:
         voice = self.voice_of(singer)
@@ -225,6 +225,7 @@ class Room:
             if singer.conn.state is not SingerState.IDLE:
                 continue
             singer.conn.invite()
+            singer.start_polling()
             session.members[singer] = session.mixer.invite(singer.peer, singer.header.name,
                                                             singer.header.group, singer.gain)
         session.checkin_timer = self.clock.callLater(CHECK_IN_TIMEOUT, self._check_in_timeout, session)
@@ -242,6 +243,8 @@ class Room:
         now = self.clock.seconds()
         session = self.session
         if session is not None:
+            for singer in list(session.members):
+                singer.poll()
             self._forward(session)
             self._record_voices(session)
             self._mix(session, now)
@@ -319,6 +322,7 @@ class Room:
         self._forward(session)
         for singer in session.members:
             singer.conn.end_session()
+            singer.stop_polling()
         self._record_voices(session)
         summary = self._summary(session)
         if session.recorder is not None:
