@@ -94,6 +94,7 @@ class SessionRecorder:
 
     def _run(self) -> None:
         journals: dict = {}  # row -> open journal file
+        pending_voices: dict = {}  # row -> [raw chunks], written at the next flush
         mix = soundfile.SoundFile(os.path.join(self.directory, "mix.flac"), "w", SAMPLE_RATE, 1,
                                   "PCM_16", format="FLAC")
         pending_mix: list = []
@@ -105,22 +106,23 @@ class SessionRecorder:
                     self._queued -= size
                 if kind == "voices":
                     for row, raw in args[0]:
-                        journals[row].write(raw)
+                        pending_voices[row].append(raw)
                 elif kind == "mix":
                     pending_mix.append(args[1])
                 elif kind == "singer":
                     row, name = args
                     journals[row] = open(os.path.join(self.directory, name + JOURNAL_SUFFIX), "wb")
+                    pending_voices[row] = []
                 elif kind == "summary":
                     self._summary.update(args[0])
                 now = time.monotonic()
                 if now - last_flush > FLUSH_SECONDS:
-                    self._flush(pending_mix, mix, journals)
+                    self._flush(pending_mix, mix, pending_voices, journals)
                     pending_mix, last_flush = [], now
                 if now - last_summary > SUMMARY_SECONDS:
                     self._write_summary()
                     last_summary = now
-            self._flush(pending_mix, mix, journals)
+            self._flush(pending_mix, mix, pending_voices, journals)
         except Exception:
             self.log.failure("Recorder of {dir} failed", dir=self.directory)
         finally:
@@ -133,11 +135,16 @@ class SessionRecorder:
             self._finish_tracks()
             self._done.set()
 
-    def _flush(self, pending_mix: list, mix, journals: dict) -> None:
+    @staticmethod
+    def _flush(pending_mix: list, mix, pending_voices: dict, journals: dict) -> None:
+        """One write per file per second: cheap, and at most a second to lose."""
         if pending_mix:
             mix.write(np.concatenate(pending_mix).reshape(-1))
-        for journal in journals.values():
-            journal.flush()
+        for row, runs in pending_voices.items():
+            if runs:
+                journals[row].write(b"".join(runs))
+                journals[row].flush()
+                runs.clear()
 
     def _finish_tracks(self) -> None:
         try:

@@ -26,6 +26,9 @@ from choir_protocol.mixer import Mixer, MixState, VoiceState
 
 TICK = 0.04
 SWEEP_EVERY = 25  # ticks between keep-alive / idle sweeps (1 s)
+# The track goes out to the singers every other tick: they buffer a second of it and
+# the director runs seconds ahead, so only the syscalls count. Its end goes at once.
+FORWARD_EVERY = 2
 # The director may run this far ahead of the mix before we stop reading it.
 DIRECTOR_SLACK_CHUNKS = DIRECTOR_LEAD_CHUNKS + 2 * int(CHUNKS_PER_SECOND)
 
@@ -241,18 +244,20 @@ class Room:
 
     def tick(self) -> None:
         now = self.clock.seconds()
+        tick = next(self._ticks)
         session = self.session
         if session is not None:
             for singer in list(session.members):
                 singer.poll()
-            self._forward(session)
             self._record_voices(session)
-            self._mix(session, now)
+            self._mix(session, now)  # first: the mix's delay is what the director hears
+            if tick % FORWARD_EVERY == 0 and self.session is session:
+                self._forward(session)
         resume, self._to_resume = self._to_resume, []
         for singer in resume:
             if singer.connected:
                 singer.transport.resumeProducing()
-        if next(self._ticks) % SWEEP_EVERY == 0:
+        if tick % SWEEP_EVERY == 0:
             self._sweep(now)
 
     @staticmethod
