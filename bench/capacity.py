@@ -483,6 +483,27 @@ def log_notes(log_path: str, server: str) -> list[str]:
                     for state, (n, late, missing) in voices.items()]
 
 
+def wait_for_tracks(daemon: psutil.Process, workdir: str, n: int, seconds: float) -> dict:
+    """After a session our daemon turns each singer's journal into a FLAC track, at a low
+    priority: measure how long that takes and what it costs, apart from the live figures."""
+    cpu0, t0 = sum(daemon.cpu_times()[:2]), time.monotonic()
+    pattern = os.path.join(workdir, "data", "sessions", "*", "session.json")
+    while time.monotonic() - t0 < 600:
+        states = []
+        for path in glob.glob(pattern):
+            try:
+                with open(path) as f:
+                    states.append(json.load(f).get("tracks"))
+            except (OSError, ValueError):
+                states.append(None)  # being rewritten
+        if states and all(state == "ready" for state in states):
+            cpu = sum(daemon.cpu_times()[:2]) - cpu0
+            return {"tracks_ready_s": round(time.monotonic() - t0, 1),
+                    "tracks_cpu_ms_per_singer_s": round(cpu / n / seconds * 1000, 3)}
+        time.sleep(0.2)
+    return {"tracks_ready_s": None}
+
+
 # -- one run, the table ---------------------------------------------------------------------
 
 def bench(server: str, n: int, args) -> dict:
@@ -497,6 +518,8 @@ def bench(server: str, n: int, args) -> dict:
             result = pool.submit(generate, n, ports, args.seconds, tick, process.pid, log,
                                  server).result()
         result["generator_tick_ms"] = tick * 1000
+        if server == "choir" and not args.no_record:
+            result.update(wait_for_tracks(psutil.Process(process.pid), workdir, n, args.seconds))
         time.sleep(1 + n / 1000)  # let the daemon see the singers leave before it is stopped
     except Exception as e:  # a daemon that fails to start or a generator that dies: one failed row
         result = {"singers": n, "error": f"{type(e).__name__}: {e}", "complete": False, "underruns": None}
@@ -583,10 +606,11 @@ def main() -> None:
     print()
     for result in results:
         extra = {k: result[k] for k in ("error", "joined", "singers_with_underruns", "no_end_signal",
-                                        "keepalives",
-                                        "odd_signals", "aborted", "generator_max_lag_ms",
-                                        "generator_tick_ms", "connect_s", "join_wait_s",
-                                        "daemon_threads", "daemon_side_threads_cpu_s") if result.get(k) not in (None, 0, False)}
+                                        "keepalives", "odd_signals", "aborted",
+                                        "tracks_ready_s", "tracks_cpu_ms_per_singer_s",
+                                        "generator_max_lag_ms", "generator_tick_ms", "connect_s",
+                                        "join_wait_s", "daemon_threads", "daemon_side_threads_cpu_s")
+                 if result.get(k) not in (None, 0, False)}
         print(f"{result['server']} {result['singers']} singers: "
               + ", ".join(f"{k}={v}" for k, v in extra.items()))
         for note in result["log_notes"][:8]:

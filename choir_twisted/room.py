@@ -70,6 +70,7 @@ class Room:
         self._tick_interval = tick
         self._session_serial = itertools.count(1)
         self._recorder_factory = recorder_factory
+        self._recorders: list = []  # of sessions whose files may still be being written
         self.sessions_done = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -77,16 +78,15 @@ class Room:
     def start(self):
         self._loop.start(self._tick_interval, now=False)
 
-    def stop(self):
-        """Stop the room; returns the recorder of the session it cut short, if any."""
+    def stop(self) -> list:
+        """Stop the room; returns the recorders still writing (or converting tracks)."""
         if self._loop.running:
             self._loop.stop()
-        session = self.session
-        if session is not None:
+        if self.session is not None:
             self._finish("daemon stopping")
         for singer in list(self.singers):
             singer.drop("daemon stopping")
-        return session.recorder if session is not None else None
+        return [r for r in self._recorders if not r.wait(0)]
 
     # -- singers ------------------------------------------------------------------------
 
@@ -347,6 +347,7 @@ class Room:
         if factory is None:
             from .recorder import SessionRecorder as factory
         session.recorder = factory(directory, self._summary(session))
+        self._recorders = [r for r in self._recorders if not r.wait(0)] + [session.recorder]
 
     def _summary(self, session: Session) -> dict:
         mixer = session.mixer

@@ -2,7 +2,7 @@
 import os
 
 from twisted.application import service, strports
-from twisted.internet import reactor, threads
+from twisted.internet import defer, reactor, threads
 from twisted.python import usage
 
 from choir_protocol.constants import MIX_WINDOW_CHUNKS
@@ -46,6 +46,9 @@ class Options(usage.Options):
             raise usage.UsageError("--tick must be between 0.001 and 0.5 seconds")
 
 
+STOP_WAIT_SECONDS = 60
+
+
 class RoomService(service.Service):
     def __init__(self, room):
         self.room = room
@@ -60,9 +63,12 @@ class RoomService(service.Service):
 
     def stopService(self):
         super().stopService()
-        recorder = self.room.stop()
-        if recorder is not None:  # let it close its files: complete FLAC headers
-            return threads.deferToThread(recorder.wait, 30)
+        # Let recorders close their files and convert their tracks; what a stop
+        # timeout cuts short, the recovery finishes at the next start.
+        recorders = self.room.stop()
+        if recorders:
+            return defer.gatherResults([threads.deferToThread(r.wait, STOP_WAIT_SECONDS)
+                                        for r in recorders])
 
 
 def makeService(options, clock=reactor) -> service.MultiService:
