@@ -1,12 +1,11 @@
 """A Room ties the mixer, the broadcast to singers, the recorder and the director.
 
-Everything runs on the reactor thread and is paced by one tick (40 ms by default):
-singer sockets are read at most once per tick (the protocols pause themselves
-after a read and the tick resumes them), the director's chunks are forwarded to
-the singers once per tick as one write each, and the mix is computed once per tick
-over all singers at once. Batching costs up to two ticks of mix latency and saves
-most of the per-chunk event-loop overhead; the protocol tolerates the latency (the
-director runs seconds ahead).
+Everything runs on the reactor thread and is paced by one tick (40 ms by default).
+Each tick reads every singer of the session once (SingerProtocol.poll), mixes what
+became due over all singers at once and sends it to the director, and, every other
+tick, forwards the director's chunks to the singers as one write each. Batching
+costs up to a tick or two of mix latency and saves most of the per-chunk event-loop
+overhead; the protocol tolerates the latency (the director runs seconds ahead).
 """
 import datetime
 import itertools
@@ -21,7 +20,8 @@ from choir_protocol.adpcm import StereoDecoder
 from choir_protocol.connections import (END_TO_SINGER, KEEPALIVE_TO_SINGER, REFUSED_TO_DIRECTOR,
                                         SingerState)
 from choir_protocol.constants import (CHECK_IN_TIMEOUT, CHUNKS_PER_SECOND, DIRECTOR_LEAD_CHUNKS,
-                                      IDLE_TIMEOUT, KEEPALIVE_INTERVAL, MIX_WINDOW_CHUNKS)
+                                      FRAMES_PER_CHUNK, IDLE_TIMEOUT, KEEPALIVE_INTERVAL,
+                                      MIX_WINDOW_CHUNKS, SAMPLE_RATE)
 from choir_protocol.mixer import Mixer, MixState, VoiceState
 
 TICK = 0.04
@@ -111,7 +111,7 @@ class Room:
                       reason=reason, n=len(self.singers))
 
     def singer_read(self, singer) -> None:
-        """A singer's socket was read: hold further reads until the next tick."""
+        """A singer not polled (no plain socket) was read: hold it until the next tick."""
         singer.transport.pauseProducing()
         self._to_resume.append(singer)
 
@@ -357,8 +357,8 @@ class Room:
             "ended": datetime.datetime.now(datetime.timezone.utc).isoformat() if session.ended else None,
             "state": session.ended or "recording",
             "director": session.director.describe(),
-            "sample_rate": 44100,
-            "chunk_frames": 512,
+            "sample_rate": SAMPLE_RATE,
+            "chunk_frames": FRAMES_PER_CHUNK,
             "track_chunks": mixer.track_chunks,
             "mix_chunks": mixer.next_mix,
             "monitor_level": mixer.monitor_level,

@@ -47,6 +47,15 @@ class InProcessDaemon:
             await threads.deferToThread(session.recorder.wait, 60)
 
 
+async def until(condition, deadline=30.0, what="condition"):
+    """Wait (polling the reactor's own state every 50 ms) until ``condition()`` holds."""
+    for _ in range(int(deadline / 0.05)):
+        if condition():
+            return
+        await task.deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

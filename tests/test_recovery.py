@@ -7,22 +7,14 @@ import tempfile
 
 import numpy as np
 import soundfile
-from twisted.internet import endpoints, reactor, task
+from twisted.internet import endpoints, reactor
 from twisted.trial import unittest
 
 from choir_protocol.constants import CHUNKS_PER_SECOND, FRAMES_PER_CHUNK
 
 from .audio_reference import best_lag, broadband_track, heard_and_sung, mono
-from .daemon_process import TwistdDaemon
+from .daemon_process import TwistdDaemon, until
 from .simulated import SimulatedDirector, SimulatedSinger
-
-
-async def until(condition, deadline=30.0, what="condition"):
-    for _ in range(int(deadline / 0.05)):
-        if condition():
-            return
-        await task.deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class KilledDaemonTest(unittest.TestCase):

@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from choir_protocol.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
 
 from .audio_reference import best_lag, broadband_track, heard_and_sung, mono, snr_db
-from .daemon_process import VENV_BIN, InProcessDaemon, TwistdDaemon
+from .daemon_process import VENV_BIN, InProcessDaemon, TwistdDaemon, until
 from .simulated import SimulatedDirector, SimulatedSinger
 
 # (network delay s, jitter s, device latency in chunks) of the eight singers
@@ -38,13 +38,7 @@ async def connect_singers(test, daemon, specs, **options):
 
 async def until_joined(room, count):
     """The room has ``count`` singers (their headers have been read)."""
-    while len(room.singers) < count:
-        await deferLater(0.01)
-
-
-def deferLater(seconds):
-    from twisted.internet import task
-    return task.deferLater(reactor, seconds, lambda: None)
+    await until(lambda: len(room.singers) >= count, what=f"{count} singers to join")
 
 
 class EightSingersTest(unittest.TestCase):
@@ -114,18 +108,12 @@ class TwistdProcessTest(unittest.TestCase):
         log_file = os.path.join(self.data_dir, "choir.log")
         daemon = TwistdDaemon(self.data_dir, log_file)
         self.addCleanup(daemon.stop)
-        singers = await connect_singers(self, daemon, EIGHT_SINGERS[:3])
-        await defer.gatherResults([s.ready for s in singers])
+        await connect_singers(self, daemon, EIGHT_SINGERS[:3])
+        await until(lambda: "(3 connected)" in open(log_file).read(), what="3 singers to join")
         track = broadband_track(2.0)
         director = SimulatedDirector(track)
-        # The singers' headers may still be in flight: retry while the daemon says -2.
-        for attempt in range(50):
-            director = SimulatedDirector(track)
-            await endpoints.connectProtocol(daemon.endpoint("director"), director)
-            await director.done
-            if not director.refused:
-                break
-            await deferLater(0.05)
+        await endpoints.connectProtocol(daemon.endpoint("director"), director)
+        await director.done
         self.assertFalse(director.refused)
         self.assertEqual(len(director.mix), len(track) // FRAMES_PER_CHUNK)
         self.assertEqual(best_lag(mono(track), director.mix_signal), 0)
