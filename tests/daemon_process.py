@@ -67,7 +67,8 @@ def wait_for_port(port: int, process: subprocess.Popen, deadline: float = 20.0) 
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if process.poll() is not None:
-            raise AssertionError(f"daemon exited with {process.returncode} before listening")
+            raise AssertionError(f"daemon exited with {process.returncode} before listening "
+                                 f"(its output is in the log file's .out)")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
@@ -86,8 +87,8 @@ class TwistdDaemon:
         for role, port in self.ports.items():
             args.append(f"--{role}=tcp:{port}:interface=127.0.0.1")
         self.log_file = log_file
-        self.process = subprocess.Popen(args + list(extra), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
+        with open(log_file + ".out", "ab") as out:  # a file: a pipe nobody reads can fill up
+            self.process = subprocess.Popen(args + list(extra), stdout=out, stderr=subprocess.STDOUT)
         for port in self.ports.values():
             wait_for_port(port, self.process)
 
