@@ -302,8 +302,9 @@ class Room:
         session = self.session
         if session is not None:
             director = session.director
-            if now - director.last_active > IDLE_TIMEOUT:
-                director.drop(f"nothing exchanged for {IDLE_TIMEOUT:g} s")
+            if now - director.last_active > IDLE_TIMEOUT:  # e.g. checked-in singers send nothing
+                self._finish(f"stalled: nothing exchanged with the director for {IDLE_TIMEOUT:g} s",
+                             refuse=True)
             elif session.recorder is not None:
                 session.recorder.update(self._summary(session))
 

@@ -141,6 +141,34 @@ def test_silent_singer_dropped_after_30_s():
     assert not chatty.closed
 
 
+def test_a_stalled_session_ends_with_minus_2_after_30_s():
+    """Rule: a singer that checked in but never sends audio (e.g. its sound card failed)
+    stalls the mix; after 30 s with nothing exchanged with the director the session ends:
+    -2 to the director, a clean close, and the next session works."""
+    daemon = MemoryDaemon()
+    mute = daemon.singer("Mute", auto_sing=False)  # checks in, then only keep-alives
+    daemon.advance(0.1)
+    director = daemon.director()
+    director.stream(20)
+    for _ in range(3):
+        daemon.advance(9.5)
+        mute.keepalive()
+    daemon.advance(IDLE_TIMEOUT - 0.5 - daemon.now)
+    assert daemon.room.session is not None and not director.refused
+    daemon.advance(1.6)
+    assert director.refused and director.closed
+    assert director.mix == []
+    assert daemon.room.last_session.ended.startswith("stalled")
+    assert not mute.closed  # the singer stays for the next session
+
+    mute.auto_sing, mute.voice = True, voice_signal(30, seed=1)
+    second = daemon.director()
+    second.stream(30)
+    second.end()
+    daemon.run_until(lambda: daemon.room.session is None)
+    assert daemon.room.last_session.ended == "complete" and len(second.mix) == 30
+
+
 def test_end_of_session_reaches_singers():
     """Rule: the end of the session (-1, a 516-byte chunk) reaches every singer,
     right after the last track chunk, and the director gets every mix chunk."""

@@ -201,16 +201,19 @@ def start_jack_dummy(test) -> dict:
         raise AssertionError("jackd is not installed (apt-get install jackd2): needed for the "
                              "sounddevice tests")
     env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
-    if subprocess.run(["jack_wait", "--check"], capture_output=True, env=env).returncode == 0:
-        return env  # one is running already
+    def running() -> bool:  # (jack_wait --check exits 0 either way)
+        return subprocess.run(["jack_lsp"], capture_output=True, env=env).returncode == 0
+
+    if running():
+        return env
     output = tempfile.TemporaryFile()
     test.addCleanup(output.close)
     process = subprocess.Popen([jackd, "--no-realtime", "-d", "dummy", "-r", "44100", "-p", "512"],
                                stdout=output, stderr=subprocess.STDOUT, env=env)
     test.addCleanup(process.wait)
     test.addCleanup(process.terminate)
-    if subprocess.run(["jack_wait", "--wait", "--timeout", "20"], capture_output=True,
-                      env=env).returncode != 0 or process.poll() is not None:
+    subprocess.run(["jack_wait", "--wait", "--timeout", "20"], capture_output=True, env=env)
+    if not running():
         output.seek(0)
         raise AssertionError(f"jackd did not come up: {output.read().decode(errors='replace')}")
     return env
