@@ -16,6 +16,7 @@ from choir_protocol.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
 
 from .audio_reference import best_lag, broadband_track, heard_and_sung, mono, snr_db
 from .daemon_process import VENV_BIN, InProcessDaemon, TwistdDaemon, until
+from .jack import start_jack_dummy
 from .simulated import SimulatedDirector, SimulatedSinger
 
 # (network delay s, jitter s, device latency in chunks) of the eight singers
@@ -192,28 +193,3 @@ class OnlineChoir113Test(unittest.TestCase):
         self.assertEqual(summary.ended, "complete")
         # the client says so once its audio stream has played the tail out
         await until(lambda: "Beautiful, thanks!" in open(log).read(), what="the singer's verdict")
-
-
-def start_jack_dummy(test) -> dict:
-    """Start JACK's dummy backend (a clocked, headless sound card) unless one runs."""
-    jackd = shutil.which("jackd")
-    if jackd is None:
-        raise AssertionError("jackd is not installed (apt-get install jackd2): needed for the "
-                             "sounddevice tests")
-    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")
-    def running() -> bool:  # (jack_wait --check exits 0 either way)
-        return subprocess.run(["jack_lsp"], capture_output=True, env=env).returncode == 0
-
-    if running():
-        return env
-    output = tempfile.TemporaryFile()
-    test.addCleanup(output.close)
-    process = subprocess.Popen([jackd, "--no-realtime", "-d", "dummy", "-r", "44100", "-p", "512"],
-                               stdout=output, stderr=subprocess.STDOUT, env=env)
-    test.addCleanup(process.wait)
-    test.addCleanup(process.terminate)
-    subprocess.run(["jack_wait", "--wait", "--timeout", "20"], capture_output=True, env=env)
-    if not running():
-        output.seek(0)
-        raise AssertionError(f"jackd did not come up: {output.read().decode(errors='replace')}")
-    return env
