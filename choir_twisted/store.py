@@ -1,0 +1,505 @@
+"""The persistent store of runners, jobs and media, on twisted.enterprise.adbapi.
+
+SQLite (WAL) in the data directory by default. The queries are plain SQL written with
+``?`` placeholders; ``Store.paramstyle`` converts them in one place (``_sql``) so that a
+psycopg backend ("%s") can run the same queries. Ids are made in Python (uuid4), times are
+epoch float seconds (REAL) everywhere, JSON columns are TEXT. Every method returns a
+Deferred. Job state changes go through ``choir_protocol.jobs`` and are written with a
+compare-and-set on the previous state; each one appends a row to ``job_events``, whose
+growing ``seq`` lets a daemon notice jobs another process (the admin CLI) changed.
+"""
+import json
+import os
+import secrets
+import sqlite3
+import time
+import uuid as uuidlib
+
+import attrs
+from twisted.enterprise import adbapi
+
+from choir_protocol import jobs as J
+from choir_protocol.jobs import Job, JobError, JobState
+
+SCHEMA_VERSION = 1
+DB_NAME = "choir.sqlite3"
+RUNNER_TOKEN_PREFIX = "ptrt-"
+REGISTRATION_TOKEN_PREFIX = "ptrrt-"
+CONTACT_REFRESH = 30.0
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS registration_tokens (
+        token TEXT PRIMARY KEY, created_at REAL NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS runners (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT, version TEXT,
+        token TEXT NOT NULL UNIQUE, registration_token TEXT REFERENCES registration_tokens(token),
+        ip TEXT, last_contact REAL, created_at REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS media (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('recording', 'upload')),
+        name TEXT NOT NULL, path TEXT, probe TEXT, webhook TEXT, created_at REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS media_files (
+        id TEXT PRIMARY KEY, media_id TEXT NOT NULL REFERENCES media(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('input', 'output')), name TEXT NOT NULL,
+        path TEXT NOT NULL, size INTEGER, created_at REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS jobs (
+        uuid TEXT PRIMARY KEY, type TEXT NOT NULL, state INTEGER NOT NULL,
+        priority INTEGER NOT NULL, payload TEXT NOT NULL, private_payload TEXT NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 0, error TEXT, progress INTEGER,
+        parent_uuid TEXT REFERENCES jobs(uuid) ON DELETE CASCADE,
+        runner_id TEXT REFERENCES runners(id) ON DELETE SET NULL,
+        job_token TEXT UNIQUE, media_id TEXT REFERENCES media(id) ON DELETE SET NULL,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL, started_at REAL,
+        finished_at REAL)""",
+    "CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (state, priority, created_at)",
+    "CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_uuid)",
+    # seq: SQLite's rowid; a PostgreSQL schema says GENERATED ALWAYS AS IDENTITY.
+    """CREATE TABLE IF NOT EXISTS job_events (
+        seq INTEGER PRIMARY KEY, job_uuid TEXT NOT NULL, state INTEGER NOT NULL,
+        at REAL NOT NULL)""",
+]
+
+JOB_COLUMNS = ("uuid", "type", "state", "priority", "payload", "private_payload", "failures",
+               "error", "progress", "parent_uuid", "runner_id", "job_token", "media_id",
+               "created_at", "updated_at", "started_at", "finished_at")
+_JOB_SELECT = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
+
+
+class StaleJob(Exception):
+    """The job changed under us: its state is no longer the one the transition started from."""
+
+
+@attrs.frozen
+class RegistrationToken:
+    token: str
+    created_at: float
+    revoked: bool
+
+
+@attrs.frozen
+class Runner:
+    id: str
+    name: str
+    description: str | None
+    version: str | None
+    token: str
+    registration_token: str | None
+    ip: str | None
+    last_contact: float | None
+    created_at: float
+
+
+@attrs.frozen
+class Media:
+    id: str
+    kind: str
+    name: str
+    path: str | None
+    probe: dict | None
+    webhook: str | None
+    created_at: float
+
+
+@attrs.frozen
+class MediaFile:
+    id: str
+    media_id: str
+    role: str
+    name: str
+    path: str
+    size: int | None
+    created_at: float
+
+
+def _open_sqlite(conn):
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+
+
+def _job_from_row(row) -> Job:
+    d = dict(zip(JOB_COLUMNS, row))
+    d["payload"] = json.loads(d["payload"])
+    d["private_payload"] = json.loads(d["private_payload"])
+    return Job(**d)
+
+
+def _job_values(job: Job) -> tuple:
+    d = attrs.asdict(job, recurse=False)
+    d["state"] = int(job.state)
+    d["payload"] = json.dumps(job.payload)
+    d["private_payload"] = json.dumps(job.private_payload)
+    return tuple(d[c] for c in JOB_COLUMNS)
+
+
+class Store:
+    paramstyle = "?"  # a psycopg backend sets "%s"
+
+    def __init__(self, pool: adbapi.ConnectionPool, clock=time.time):
+        self.pool = pool
+        self.clock = clock
+
+    @classmethod
+    def sqlite(cls, path: str | None = None, data_dir: str = ".", clock=time.time) -> "Store":
+        path = path or os.path.join(data_dir, DB_NAME)
+        pool = adbapi.ConnectionPool("sqlite3", path, check_same_thread=False, cp_min=1,
+                                     cp_max=1, cp_openfun=_open_sqlite)
+        return cls(pool, clock)
+
+    @classmethod
+    async def open(cls, path: str | None = None, data_dir: str = ".", clock=time.time):
+        store = cls.sqlite(path, data_dir, clock)
+        await store.create_schema()
+        return store
+
+    def close(self) -> None:
+        """Closes the pool's connections and threads; calling it again does nothing."""
+        if not getattr(self, "_closed", False):
+            self._closed = True
+            self.pool.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.paramstyle == "?" else sql.replace("?", self.paramstyle)
+
+    def _x(self, cur, sql, args=()):
+        cur.execute(self._sql(sql), tuple(args))
+        return cur
+
+    def _interact(self, fn, *args, **kw):
+        return self.pool.runInteraction(fn, *args, **kw)
+
+    def create_schema(self):
+        def go(cur):
+            for ddl in SCHEMA:
+                cur.execute(ddl)
+            if self._x(cur, "SELECT version FROM schema_version").fetchone() is None:
+                self._x(cur, "INSERT INTO schema_version (version) VALUES (?)",
+                        (SCHEMA_VERSION,))
+        return self._interact(go)
+
+    def journal_mode(self):
+        return self._interact(lambda cur: cur.execute("PRAGMA journal_mode").fetchone()[0])
+
+    # -- registration tokens ---------------------------------------------------------------
+
+    def create_registration_token(self, now=None):
+        token = REGISTRATION_TOKEN_PREFIX + secrets.token_hex(16)
+        now = self.clock() if now is None else now
+
+        def go(cur):
+            self._x(cur, "INSERT INTO registration_tokens (token, created_at, revoked) "
+                         "VALUES (?, ?, 0)", (token, now))
+            return RegistrationToken(token, now, False)
+        return self._interact(go)
+
+    def list_registration_tokens(self, include_revoked=False):
+        def go(cur):
+            sql = "SELECT token, created_at, revoked FROM registration_tokens"
+            if not include_revoked:
+                sql += " WHERE revoked = 0"
+            rows = self._x(cur, sql + " ORDER BY created_at").fetchall()
+            return [RegistrationToken(t, c, bool(r)) for t, c, r in rows]
+        return self._interact(go)
+
+    def revoke_registration_token(self, token):
+        """True when a live token was revoked."""
+        return self._interact(lambda cur: self._x(
+            cur, "UPDATE registration_tokens SET revoked = 1 WHERE token = ? AND revoked = 0",
+            (token,)).rowcount == 1)
+
+    # -- runners ---------------------------------------------------------------------------
+
+    _RUNNER = ("SELECT id, name, description, version, token, registration_token, ip, "
+               "last_contact, created_at FROM runners")
+
+    def register_runner(self, registration_token, name, description=None, version=None,
+                        ip=None, now=None):
+        """-> Runner; JobError 404 for an unknown/revoked token, 400 for a taken name."""
+        now = self.clock() if now is None else now
+
+        def go(cur):
+            row = self._x(cur, "SELECT revoked FROM registration_tokens WHERE token = ?",
+                          (registration_token,)).fetchone()
+            if row is None or row[0]:
+                raise JobError("unknown_registration_token", 404,
+                               "unknown or revoked registration token")
+            if self._x(cur, "SELECT 1 FROM runners WHERE name = ?", (name,)).fetchone():
+                raise JobError("runner_name_already_taken", 400,
+                               f"a runner named {name!r} is already registered")
+            runner = Runner(str(uuidlib.uuid4()), name, description, version,
+                            RUNNER_TOKEN_PREFIX + secrets.token_hex(16), registration_token,
+                            ip, now, now)
+            try:
+                self._x(cur, "INSERT INTO runners (id, name, description, version, token, "
+                             "registration_token, ip, last_contact, created_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", attrs.astuple(runner))
+            except sqlite3.IntegrityError:  # lost a race on the unique name
+                raise JobError("runner_name_already_taken", 400,
+                               f"a runner named {name!r} is already registered")
+            return runner
+        return self._interact(go)
+
+    def unregister_runner(self, runner_id, now=None):
+        """Deletes the runner; the jobs it was processing go back to pending."""
+        now = self.clock() if now is None else now
+
+        def go(cur):
+            rows = self._x(cur, _JOB_SELECT + " WHERE runner_id = ? AND state = ?",
+                           (runner_id, int(JobState.PROCESSING))).fetchall()
+            for row in rows:
+                tr = J.abort(_job_from_row(row), now)
+                self._save(cur, tr.job, tr.previous_state, now)
+            self._x(cur, "UPDATE jobs SET runner_id = NULL WHERE runner_id = ?", (runner_id,))
+            return self._x(cur, "DELETE FROM runners WHERE id = ?", (runner_id,)).rowcount == 1
+        return self._interact(go)
+
+    def list_runners(self):
+        return self._interact(lambda cur: [
+            Runner(*r) for r in self._x(cur, self._RUNNER + " ORDER BY created_at").fetchall()])
+
+    def runner_by_token(self, token, ip=None, now=None):
+        """-> Runner, refreshing last_contact and ip at most every 30 s;
+        JobError unknown_runner_token 404 otherwise."""
+        now = self.clock() if now is None else now
+
+        def go(cur):
+            row = self._x(cur, self._RUNNER + " WHERE token = ?", (token,)).fetchone()
+            if row is None:
+                raise JobError("unknown_runner_token", 404, "unknown runner token")
+            runner = Runner(*row)
+            if runner.last_contact is None or now - runner.last_contact >= CONTACT_REFRESH:
+                new_ip = ip if ip is not None else runner.ip
+                self._x(cur, "UPDATE runners SET last_contact = ?, ip = ? WHERE id = ?",
+                        (now, new_ip, runner.id))
+                runner = attrs.evolve(runner, last_contact=now, ip=new_ip)
+            return runner
+        return self._interact(go)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def _event(self, cur, job: Job, now):
+        self._x(cur, "INSERT INTO job_events (job_uuid, state, at) VALUES (?, ?, ?)",
+                (job.uuid, int(job.state), now))
+
+    def _get(self, cur, uuid) -> Job | None:
+        row = self._x(cur, _JOB_SELECT + " WHERE uuid = ?", (uuid,)).fetchone()
+        return _job_from_row(row) if row else None
+
+    def _save(self, cur, job: Job, expected_state, now):
+        cols = [c for c in JOB_COLUMNS if c != "uuid"]
+        values = dict(zip(JOB_COLUMNS, _job_values(job)))
+        sets = ", ".join(f"{c} = ?" for c in cols)
+        n = self._x(cur, f"UPDATE jobs SET {sets} WHERE uuid = ? AND state = ?",
+                    [values[c] for c in cols] + [job.uuid, int(expected_state)]).rowcount
+        if n != 1:
+            raise StaleJob(f"job {job.uuid} is no longer {JobState(expected_state).label}")
+        self._event(cur, job, now)
+
+    def _insert(self, cur, job: Job, now):
+        self._x(cur, f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES "
+                     f"({', '.join('?' * len(JOB_COLUMNS))})", _job_values(job))
+        self._event(cur, job, now)
+
+    def create_job(self, type, payload, *, priority=J.DEFAULT_PRIORITY, private_payload=None,
+                   parent_uuid=None, media_id=None, uuid=None, now=None):
+        """-> Transition (its ``notify_available`` says whether to tell the runners)."""
+        now = self.clock() if now is None else now
+
+        def go(cur):
+            parent = None
+            if parent_uuid is not None:
+                parent = self._get(cur, parent_uuid)
+                if parent is None:
+                    raise J.unknown_job(parent_uuid)
+            tr = J.new_job(uuid or str(uuidlib.uuid4()), type, payload, now, priority=priority,
+                           private_payload=private_payload, parent=parent, media_id=media_id)
+            self._insert(cur, tr.job, now)
+            return tr
+        return self._interact(go)
+
+    def create_jobs(self, specs, now=None):
+        """Several jobs in one transaction. ``specs``: dicts of create_job's arguments; a
+        spec's parent_uuid may name a job created earlier in the same list."""
+        now = self.clock() if now is None else now
+
+        def go(cur):
+            out = []
+            for spec in specs:
+                spec = dict(spec)
+                parent = None
+                if spec.get("parent_uuid") is not None:
+                    parent = self._get(cur, spec.pop("parent_uuid"))
+                    if parent is None:
+                        raise J.unknown_job("parent")
+                spec.pop("parent_uuid", None)
+                tr = J.new_job(spec.pop("uuid", None) or str(uuidlib.uuid4()), spec.pop("type"),
+                               spec.pop("payload"), now, parent=parent, **spec)
+                self._insert(cur, tr.job, now)
+                out.append(tr)
+            return out
+        return self._interact(go)
+
+    def get_job(self, uuid):
+        return self._interact(self._get, uuid)
+
+    def list_jobs(self, states=None, types=None, limit=None):
+        def go(cur):
+            sql, args = _JOB_SELECT, []
+            sql, args = self._filters(sql, args, states, types)
+            sql += " ORDER BY created_at, uuid"
+            if limit is not None:
+                sql += f" LIMIT {int(limit)}"
+            return [_job_from_row(r) for r in self._x(cur, sql, args).fetchall()]
+        return self._interact(go)
+
+    @staticmethod
+    def _filters(sql, args, states, types):
+        where = []
+        if states:
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            args += [int(s) for s in states]
+        if types:
+            where.append(f"type IN ({', '.join('?' * len(types))})")
+            args += list(types)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return sql, args
+
+    def pending_jobs(self, job_types=None, limit=10):
+        """Pending jobs, lowest priority number first, then the oldest."""
+        def go(cur):
+            sql, args = self._filters(_JOB_SELECT, [], [JobState.PENDING], job_types)
+            sql += f" ORDER BY priority, created_at, uuid LIMIT {int(limit)}"
+            return [_job_from_row(r) for r in self._x(cur, sql, args).fetchall()]
+        return self._interact(go)
+
+    def accept(self, uuid, runner_id, now=None):
+        """-> the processing Job with a new ptrjt- token. The UPDATE is a compare-and-set
+        on state = pending, so of two runners (or processes) only one gets the job."""
+        now = self.clock() if now is None else now
+
+        def go(cur):
+            job = self._get(cur, uuid)
+            if job is None:
+                raise J.unknown_job(uuid)
+            tr = J.accept(job, runner_id, J.new_job_token(), now)
+            try:
+                self._save(cur, tr.job, JobState.PENDING, now)
+            except StaleJob:
+                raise J.not_pending(self._get(cur, uuid))
+            return tr.job
+        return self._interact(go)
+
+    def save(self, transition: J.Transition, now=None):
+        """Writes a transition: the job (checked against its previous state) and the
+        children it changed (checked to be still waiting), in one transaction.
+        Raises StaleJob (and writes nothing) if any of them changed meanwhile."""
+        now = self.clock() if now is None else now
+
+        def go(cur):
+            self._save(cur, transition.job, transition.previous_state, now)
+            for child in transition.children:
+                self._save(cur, child, JobState.WAITING_FOR_PARENT_JOB, now)
+            return transition
+        return self._interact(go)
+
+    def children(self, uuid):
+        return self._interact(lambda cur: [_job_from_row(r) for r in self._x(
+            cur, _JOB_SELECT + " WHERE parent_uuid = ? ORDER BY created_at", (uuid,)).fetchall()])
+
+    def delete_job(self, uuid):
+        return self._interact(lambda cur: self._x(
+            cur, "DELETE FROM jobs WHERE uuid = ?", (uuid,)).rowcount == 1)
+
+    def stalled_jobs(self, now=None, vod_timeout=J.VOD_STALLED_AFTER,
+                     live_timeout=J.LIVE_STALLED_AFTER):
+        now = self.clock() if now is None else now
+
+        def go(cur):
+            rows = self._x(cur, _JOB_SELECT + " WHERE state = ? AND updated_at < ?",
+                           (int(JobState.PROCESSING), now - min(vod_timeout, live_timeout)))
+            return [j for j in map(_job_from_row, rows.fetchall())
+                    if J.is_stalled(j, now, vod_timeout, live_timeout)]
+        return self._interact(go)
+
+    def last_event(self):
+        """The current value of the monotonic job-event counter."""
+        return self._interact(lambda cur: self._x(
+            cur, "SELECT COALESCE(MAX(seq), 0) FROM job_events").fetchone()[0])
+
+    def changed_since(self, seq):
+        """-> (new seq, [(job uuid, state)]) of the job changes after ``seq``, in order."""
+        def go(cur):
+            rows = self._x(cur, "SELECT seq, job_uuid, state FROM job_events WHERE seq > ? "
+                                "ORDER BY seq", (seq,)).fetchall()
+            if not rows:
+                return seq, []
+            return rows[-1][0], [(u, JobState(s)) for _, u, s in rows]
+        return self._interact(go)
+
+    # -- media -----------------------------------------------------------------------------
+
+    _MEDIA = "SELECT id, kind, name, path, probe, webhook, created_at FROM media"
+    _FILE = "SELECT id, media_id, role, name, path, size, created_at FROM media_files"
+
+    @staticmethod
+    def _media(row):
+        row = list(row)
+        row[4] = json.loads(row[4]) if row[4] is not None else None
+        return Media(*row)
+
+    def create_media(self, kind, name, path=None, probe=None, webhook=None, now=None):
+        media = Media(str(uuidlib.uuid4()), kind, name, path, probe, webhook,
+                      self.clock() if now is None else now)
+
+        def go(cur):
+            self._x(cur, "INSERT INTO media (id, kind, name, path, probe, webhook, created_at)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (media.id, kind, name, path, None if probe is None else json.dumps(probe),
+                     webhook, media.created_at))
+            return media
+        return self._interact(go)
+
+    def get_media(self, media_id):
+        def go(cur):
+            row = self._x(cur, self._MEDIA + " WHERE id = ?", (media_id,)).fetchone()
+            return self._media(row) if row else None
+        return self._interact(go)
+
+    def list_media(self):
+        return self._interact(lambda cur: [self._media(r) for r in self._x(
+            cur, self._MEDIA + " ORDER BY created_at").fetchall()])
+
+    def update_media(self, media_id, *, probe=None, path=None, webhook=None):
+        def go(cur):
+            for col, val in (("probe", None if probe is None else json.dumps(probe)),
+                             ("path", path), ("webhook", webhook)):
+                if val is not None:
+                    self._x(cur, f"UPDATE media SET {col} = ? WHERE id = ?", (val, media_id))
+        return self._interact(go)
+
+    def delete_media(self, media_id):
+        return self._interact(lambda cur: self._x(
+            cur, "DELETE FROM media WHERE id = ?", (media_id,)).rowcount == 1)
+
+    def add_media_file(self, media_id, role, name, path, size=None, now=None):
+        f = MediaFile(str(uuidlib.uuid4()), media_id, role, name, path, size,
+                      self.clock() if now is None else now)
+        return self._interact(lambda cur: (self._x(
+            cur, "INSERT INTO media_files (id, media_id, role, name, path, size, created_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)", attrs.astuple(f)), f)[1])
+
+    def media_files(self, media_id, role=None):
+        def go(cur):
+            sql, args = self._FILE + " WHERE media_id = ?", [media_id]
+            if role is not None:
+                sql, args = sql + " AND role = ?", args + [role]
+            return [MediaFile(*r) for r in self._x(cur, sql + " ORDER BY created_at", args).fetchall()]
+        return self._interact(go)
+
+    def delete_media_file(self, file_id):
+        return self._interact(lambda cur: self._x(
+            cur, "DELETE FROM media_files WHERE id = ?", (file_id,)).rowcount == 1)

@@ -1,0 +1,155 @@
+"""The SQLite store on adbapi: a real file in a temporary directory."""
+import os
+import shutil
+import tempfile
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from choir_protocol import jobs as J
+from choir_protocol.jobs import JobError, JobState, JobType
+from choir_twisted.store import DB_NAME, StaleJob, Store
+
+T0 = 1_700_000_000.0
+
+
+class StoreTest(unittest.TestCase):
+    timeout = 30
+
+    async def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.store = await Store.open(data_dir=self.dir)
+        self.addCleanup(self.store.close)
+
+    async def runner(self, name="r1"):
+        tok = await self.store.create_registration_token(now=T0)
+        return await self.store.register_runner(tok.token, name, "d", "1.0", "10.0.0.1", now=T0)
+
+    async def test_file_wal_and_reopen(self):
+        path = os.path.join(self.dir, DB_NAME)
+        self.assertTrue(os.path.exists(path))
+        self.assertEqual((await self.store.journal_mode()).lower(), "wal")
+        tr = await self.store.create_job(JobType.VOD_HLS, {"a": [1]}, private_payload={"p": 1},
+                                         now=T0)
+        self.store.close()
+        again = await Store.open(path)
+        self.addCleanup(again.close)
+        job = await again.get_job(tr.job.uuid)
+        self.assertEqual(job, tr.job)
+        self.assertEqual(job.payload, {"a": [1]})
+
+    async def test_registration_tokens_and_runners(self):
+        tok = await self.store.create_registration_token(now=T0)
+        self.assertEqual([t.token for t in await self.store.list_registration_tokens()],
+                         [tok.token])
+        r = await self.store.register_runner(tok.token, "r1", ip="10.0.0.1", now=T0)
+        self.assertTrue(r.token.startswith("ptrt-"))
+        with self.assertRaises(JobError) as e:
+            await self.store.register_runner(tok.token, "r1", now=T0)
+        self.assertEqual((e.exception.status, e.exception.code), (400, "runner_name_already_taken"))
+        self.assertTrue(await self.store.revoke_registration_token(tok.token))
+        self.assertEqual(await self.store.list_registration_tokens(), [])
+        with self.assertRaises(JobError) as e:
+            await self.store.register_runner(tok.token, "r2", now=T0)
+        self.assertEqual(e.exception.status, 404)
+        # the runner registered before the revocation still works
+        got = await self.store.runner_by_token(r.token, "10.0.0.2", now=T0 + 10)
+        self.assertEqual((got.last_contact, got.ip), (T0, "10.0.0.1"))  # < 30 s: no refresh
+        got = await self.store.runner_by_token(r.token, "10.0.0.2", now=T0 + 31)
+        self.assertEqual((got.last_contact, got.ip), (T0 + 31, "10.0.0.2"))
+        self.assertTrue(await self.store.unregister_runner(r.id))
+        with self.assertRaises(JobError) as e:
+            await self.store.runner_by_token(r.token)
+        self.assertEqual(e.exception.code, "unknown_runner_token")
+
+    async def test_pending_order_and_type_filter(self):
+        s = self.store
+        a = await s.create_job(JobType.VOD_HLS, {}, priority=100, now=T0)
+        b = await s.create_job(JobType.VOD_WEB_VIDEO, {}, priority=50, now=T0 + 1)
+        c = await s.create_job(JobType.VOD_HLS, {}, priority=100, now=T0 + 2)
+        d = await s.create_job(JobType.VOD_HLS, {}, priority=10, now=T0 + 3,
+                               parent_uuid=a.job.uuid)  # waiting: never offered
+        self.assertEqual(d.job.state, JobState.WAITING_FOR_PARENT_JOB)
+        uuids = [j.uuid for j in await s.pending_jobs()]
+        self.assertEqual(uuids, [b.job.uuid, a.job.uuid, c.job.uuid])
+        hls = [j.uuid for j in await s.pending_jobs([JobType.VOD_HLS])]
+        self.assertEqual(hls, [a.job.uuid, c.job.uuid])
+        self.assertEqual(len(await s.pending_jobs(limit=1)), 1)
+        listed = await s.list_jobs(states=[JobState.WAITING_FOR_PARENT_JOB])
+        self.assertEqual([j.uuid for j in listed], [d.job.uuid])
+        self.assertEqual(len(await s.list_jobs(types=[JobType.VOD_WEB_VIDEO])), 1)
+
+    async def test_two_concurrent_accepts_one_wins(self):
+        r1, r2 = await self.runner("r1"), await self.runner("r2")
+        tr = await self.store.create_job(JobType.VOD_HLS, {}, now=T0)
+        other = await Store.open(os.path.join(self.dir, DB_NAME))  # another pool/process
+        self.addCleanup(other.close)
+        results = await defer.DeferredList(
+            [self.store.accept(tr.job.uuid, r1.id, now=T0 + 1),
+             other.accept(tr.job.uuid, r2.id, now=T0 + 1)], consumeErrors=True)
+        wins = [v for ok, v in results if ok]
+        losses = [v.value for ok, v in results if not ok]
+        self.assertEqual(len(wins), 1)
+        self.assertEqual(losses[0].code, "runner_job_not_in_pending_state")
+        self.assertTrue(wins[0].job_token.startswith("ptrjt-"))
+        stored = await self.store.get_job(tr.job.uuid)
+        self.assertEqual((stored.state, stored.job_token), (JobState.PROCESSING, wins[0].job_token))
+
+    async def test_stale_record_cannot_be_saved(self):
+        r = await self.runner()
+        tr = await self.store.create_job(JobType.VOD_HLS, {}, now=T0)
+        await self.store.accept(tr.job.uuid, r.id, now=T0 + 1)  # someone else got it
+        with self.assertRaises(StaleJob):  # a transition computed on the pending record
+            await self.store.save(J.accept(tr.job, r.id, "ptrjt-x", T0 + 2))
+        with self.assertRaises(JobError) as e:
+            await self.store.accept(tr.job.uuid, r.id, now=T0 + 3)
+        self.assertEqual(e.exception.status, 409)
+
+    async def test_children_released_on_success_and_events(self):
+        s = self.store
+        r = await self.runner()
+        seq0 = await s.last_event()
+        parent = await s.create_job(JobType.VOD_WEB_VIDEO, {}, now=T0)
+        kid = await s.create_job(JobType.VOD_HLS, {}, parent_uuid=parent.job.uuid, now=T0)
+        job = await s.accept(parent.job.uuid, r.id, now=T0 + 1)
+        kids = await s.children(job.uuid)
+        self.assertEqual([k.uuid for k in kids], [kid.job.uuid])
+        tr = J.success(job, T0 + 2, kids)
+        await s.save(tr)
+        self.assertEqual((await s.get_job(kid.job.uuid)).state, JobState.PENDING)
+        self.assertEqual((await s.get_job(job.uuid)).state, JobState.COMPLETED)
+        with self.assertRaises(StaleJob):  # the same transition twice: optimistic check
+            await s.save(tr)
+        seq, changes = await s.changed_since(seq0)
+        self.assertEqual(seq, await s.last_event())
+        self.assertEqual(changes[-1], (kid.job.uuid, JobState.PENDING))
+        self.assertEqual(await s.changed_since(seq), (seq, []))
+
+    async def test_stalled_detection(self):
+        s = self.store
+        r = await self.runner()
+        tr = await s.create_job(JobType.VOD_HLS, {}, now=T0)
+        live = await s.create_job(JobType.LIVE_RTMP_HLS, {}, now=T0)
+        await s.accept(tr.job.uuid, r.id, now=T0)
+        await s.accept(live.job.uuid, r.id, now=T0)
+        self.assertEqual(await s.stalled_jobs(now=T0 + 20), [])
+        self.assertEqual([j.uuid for j in await s.stalled_jobs(now=T0 + 60)], [live.job.uuid])
+        stalled = await s.stalled_jobs(now=T0 + 121)
+        self.assertEqual(len(stalled), 2)
+        for job in stalled:
+            await s.save(J.stalled(job, T0 + 121))
+        self.assertEqual(len(await s.pending_jobs()), 2)
+
+    async def test_media_and_files(self):
+        s = self.store
+        m = await s.create_media("recording", "take 1", "/data/take1", now=T0)
+        await s.update_media(m.id, probe={"width": 1920})
+        self.assertEqual((await s.get_media(m.id)).probe, {"width": 1920})
+        f = await s.add_media_file(m.id, "input", "take1.flac", "/data/take1.flac", 123, now=T0)
+        await s.add_media_file(m.id, "output", "720.mp4", "/data/720.mp4", now=T0 + 1)
+        self.assertEqual(await s.media_files(m.id, "input"), [f])
+        self.assertEqual(len(await s.media_files(m.id)), 2)
+        self.assertEqual([x.id for x in await s.list_media()], [m.id])
+        self.assertTrue(await s.delete_media(m.id))
+        self.assertEqual(await s.media_files(m.id), [])  # ON DELETE CASCADE: foreign keys on
