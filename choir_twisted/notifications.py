@@ -1,0 +1,209 @@
+"""socket.io notifications for runners, over Autobahn WebSockets.
+
+PeerTube's runner opens ``/socket.io/?EIO=4&transport=websocket``, joins the
+``/runners`` namespace with its runner token, answers pings, and asks for jobs
+whenever it hears ``available-jobs``. The framing is choir_protocol.socketio; this
+module only moves frames, runs the ping clock and fans notifications out.
+"""
+import json
+import secrets
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource
+
+from choir_protocol.errors import ProtocolError
+from choir_protocol.socketio import (Closed, NamespaceConnectRequested, NamespaceDisconnected, Pong,
+                                     SocketIOServerConnection)
+
+NAMESPACE = "/runners"
+PING_INTERVAL = 25.0
+PING_TIMEOUT = 20.0
+DEBOUNCE = 1.0  # available-jobs at most once a second
+
+
+class RunnerSocket(WebSocketServerProtocol):
+    log = Logger()
+
+    def onConnect(self, request):
+        problem = _query_problem(request.params)
+        if problem:
+            raise ConnectionDeny(400, problem[1])
+        self.hub = self.factory.hub
+        self.conn = SocketIOServerConnection(secrets.token_urlsafe(15),
+                                             ping_interval=int(self.hub.ping_interval * 1000),
+                                             ping_timeout=int(self.hub.ping_timeout * 1000))
+        self.runner = None
+        self._ping_timer = self._pong_deadline = None
+        return None
+
+    def onOpen(self):
+        self._send(self.conn.open_frame())
+        self._schedule_ping()
+
+    def onMessage(self, payload, isBinary):
+        if isBinary:
+            self._fail("binary frames are not part of this protocol")
+            return
+        try:
+            events = self.conn.receive_frame(payload.decode("utf-8"))
+        except (ProtocolError, UnicodeDecodeError) as e:
+            self._fail(f"protocol error: {e}")
+            return
+        for event in events:
+            if isinstance(event, NamespaceConnectRequested):
+                self._authenticate(event)
+            elif isinstance(event, Pong):
+                self._cancel(self._pong_deadline)
+                self._pong_deadline = None
+            elif isinstance(event, (NamespaceDisconnected, Closed)):
+                self.hub.remove(self)
+                if isinstance(event, Closed):
+                    self.dropConnection(abort=False)
+
+    @defer.inlineCallbacks
+    def _authenticate(self, event):
+        token = (event.auth or {}).get("runnerToken")
+        runner = (yield defer.maybeDeferred(self.hub.authenticate, token)) if isinstance(token, str) else None
+        if self.conn.state.name == "CLOSED" or not self.ready:
+            return
+        if runner is None:
+            self._send(self.conn.refuse_namespace(event.namespace, "Unknown runner token"))
+            return
+        self.runner = runner
+        self._send(self.conn.accept_namespace(event.namespace, secrets.token_urlsafe(15)))
+        self.hub.add(self)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == WebSocketServerProtocol.STATE_OPEN
+
+    def _send(self, frame: str) -> None:
+        if self.ready:
+            self.sendMessage(frame.encode("utf-8"))
+
+    def _schedule_ping(self):
+        self._ping_timer = self.hub.clock.callLater(self.hub.ping_interval, self._ping)
+
+    def _ping(self):
+        self._ping_timer = None
+        if not self.ready:
+            return
+        self._send(self.conn.ping())
+        self._pong_deadline = self.hub.clock.callLater(self.hub.ping_timeout, self._no_pong)
+        self._schedule_ping()
+
+    def _no_pong(self):
+        self._pong_deadline = None
+        self._fail(f"no pong within {self.hub.ping_timeout:g} s")
+
+    def _fail(self, reason: str):
+        self.log.warn("Dropping runner socket {peer}: {reason}", peer=self.peer, reason=reason)
+        self.hub.remove(self)
+        self.dropConnection(abort=True)
+
+    @staticmethod
+    def _cancel(call):
+        if call is not None and call.active():
+            call.cancel()
+
+    def onClose(self, wasClean, code, reason):
+        self._cancel(self._ping_timer)
+        self._cancel(self._pong_deadline)
+        hub = getattr(self, "hub", None)
+        if hub is not None:
+            hub.remove(self)
+
+
+def _query_problem(params: dict):
+    """(engine.io error code, message) for a request we do not serve, else None."""
+    def one(name):
+        values = params.get(name) or params.get(name.encode()) or []
+        value = values[0] if values else None
+        return value.decode() if isinstance(value, bytes) else value
+
+    if one("EIO") != "4":
+        return 5, "Unsupported protocol version: only Engine.IO 4 (EIO=4)"
+    if one("transport") != "websocket":
+        return 0, "Transport unknown: only transport=websocket is served (no polling)"
+    return None
+
+
+class NotificationHub:
+    """The connected runners, and the debounced ``available-jobs`` broadcast."""
+
+    log = Logger()
+
+    def __init__(self, clock, authenticate, *, ping_interval=PING_INTERVAL,
+                 ping_timeout=PING_TIMEOUT, debounce=DEBOUNCE):
+        self.clock = clock
+        self.authenticate = authenticate  # runner token -> runner (or None), may be a Deferred
+        self.ping_interval, self.ping_timeout, self.debounce = ping_interval, ping_timeout, debounce
+        self.sockets: set = set()
+        self.factory = WebSocketServerFactory()
+        self.factory.protocol = RunnerSocket
+        self.factory.hub = self
+        self._last_sent = None
+        self._pending = None
+        self.notifications_sent = 0
+
+    def add(self, socket) -> None:
+        self.sockets.add(socket)
+
+    def remove(self, socket) -> None:
+        self.sockets.discard(socket)
+
+    def notify_available_jobs(self) -> None:
+        """A job became pending: tell every runner, at most once per ``debounce``."""
+        if self._pending is not None:
+            return  # one is on its way and will cover this one
+        now = self.clock.seconds()
+        wait = 0.0 if self._last_sent is None else self._last_sent + self.debounce - now
+        if wait <= 0:
+            self._broadcast()
+        else:
+            self._pending = self.clock.callLater(wait, self._broadcast)
+
+    def _broadcast(self) -> None:
+        self._pending = None
+        self._last_sent = self.clock.seconds()
+        self.notifications_sent += 1
+        if not self.sockets:
+            return
+        frame = '42%s,["available-jobs"]' % NAMESPACE
+        prepared = self.factory.prepareMessage(frame.encode("utf-8"))  # framed once for all
+        for socket in list(self.sockets):
+            if socket.ready:
+                socket.sendPreparedMessage(prepared)
+
+    def resource(self) -> resource.Resource:
+        return SocketIOResource(self)
+
+    def stop(self) -> None:
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+
+
+class SocketIOResource(resource.Resource):
+    """``/socket.io/``: WebSocket only; anything else gets engine.io's JSON error."""
+
+    isLeaf = True
+
+    def __init__(self, hub: NotificationHub):
+        super().__init__()
+        self._websocket = WebSocketResource(hub.factory)
+
+    def render(self, request):
+        params = {k.decode(): [v.decode(errors="replace") for v in vs] for k, vs in request.args.items()}
+        problem = _query_problem(params)
+        if problem is None and (request.getHeader("upgrade") or "").lower() != "websocket":
+            problem = (3, "Bad request: a WebSocket upgrade is expected")
+        if problem is not None:
+            request.setResponseCode(400)
+            request.setHeader("content-type", "application/json")
+            return json.dumps({"code": problem[0], "message": problem[1]}).encode()
+        return self._websocket.render(request)
