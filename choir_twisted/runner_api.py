@@ -1,0 +1,644 @@
+"""PeerTube's remote-runner HTTP API (/api/v1/runners), on Klein.
+
+Every route is a POST; tokens travel in the body; refusals are application/problem+json
+(``JobError.problem()``); the job logic is ``choir_protocol.jobs``, the storage ``Store``.
+
+Choices
+-------
+* Input files (``.../files/videos/{videoId}/...``) come from the job's private payload::
+
+      {"inputs": {"max-quality": path, "max-quality-audio": path, "preview": path,
+                  "task-files": {filename: path}}}
+
+  A relative path is taken relative to ``files_dir``. When ``max-quality`` is absent the
+  job's media ``path`` (the recorded/uploaded source) is served instead. ``videoId`` must be
+  the job's ``media_id`` (or its uuid for a job without media). A file is served only to the
+  runner holding the job (runner token + job token, ``check_job_token``) while it is
+  processing; it is streamed from disk with a ``FileSender`` (16 kB at a time, pull
+  producer), never read into memory. A missing file is a 404 ``file_not_found`` problem.
+* Success files are written to ``files_dir/media/<media_id or job uuid>/<job uuid>-<field>
+  <ext>`` (``field``: videoFile, resolutionPlaylistFile, vttFile; ``ext`` from the uploaded
+  file name, else .mp4/.m3u8/.vtt), recorded as ``output`` media files when the job has a
+  media, and listed with ``payload[inputLanguage]`` under ``private_payload["result"]``.
+* Multipart bodies are parsed by our own streaming parser (``parse_multipart``) from the
+  request's body file, in a thread, in two passes: the fields first (tokens are checked
+  before a byte is written), then the wanted files are copied out. Twisted's own in-memory
+  multipart parsing is switched off by the request class of ``site()``.
+* Upload size limit: ``site()`` builds a ``Site`` whose requests (``LimitedRequest``) check
+  the body size as it arrives: a Content-Length above ``max_upload_bytes`` is refused in
+  ``gotLength`` before any byte is read (the body is then read and discarded, never stored),
+  and a chunked body is dropped as soon as it crosses the limit. The route answers 413
+  ``payload_too_large``. Under a plain ``Site`` (not ``site()``) the limit is still enforced
+  by the route (413), but Twisted will have spooled the body to an anonymous temp file.
+  We answer after the body is read rather than closing the connection mid-upload: a client
+  that is still sending would otherwise see a reset, not the 413.
+* A transition that loses a race (``StaleJob``: the job changed under us) is answered as
+  the job not being processing (400 ``runner_job_not_in_processing_state``).
+"""
+import functools
+import io
+import json
+import mimetypes
+import os
+import re
+import tempfile
+
+import attrs
+from klein import Klein
+from twisted.internet import threads
+from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
+from twisted.web import resource, server
+
+from choir_protocol import jobs as J
+from choir_protocol.jobs import JobError, JobState, JobType
+from choir_twisted.store import StaleJob
+
+log = Logger()
+
+PREFIX = "/api/v1/runners"
+DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 ** 3  # 8 GiB
+MAX_JSON_BYTES = 1024 ** 2
+MAX_FIELD_BYTES = 64 * 1024
+MAX_AVAILABLE_JOBS = 10
+CHUNK = 64 * 1024
+
+# success file fields -> (short role, default extension)
+SUCCESS_FILES = {
+    "payload[videoFile]": ("videoFile", ".mp4"),
+    "payload[resolutionPlaylistFile]": ("resolutionPlaylistFile", ".m3u8"),
+    "payload[vttFile]": ("vttFile", ".vtt"),
+}
+REQUIRED_FILES = {
+    JobType.VOD_AUDIO_MERGE: ("payload[videoFile]",),
+    JobType.VOD_WEB_VIDEO: ("payload[videoFile]",),
+    JobType.VOD_HLS: ("payload[videoFile]", "payload[resolutionPlaylistFile]"),
+    JobType.STUDIO: ("payload[videoFile]",),
+    JobType.TRANSCRIPTION: ("payload[vttFile]",),
+    JobType.LIVE_RTMP_HLS: (),
+}
+
+
+def bad_request(detail: str) -> JobError:
+    return JobError("bad_request", 400, detail)
+
+
+def too_large(limit: int) -> JobError:
+    return JobError("payload_too_large", 413, f"request body larger than {limit} bytes")
+
+
+def file_not_found(what: str) -> JobError:
+    return JobError("file_not_found", 404, f"no {what} file for this job")
+
+
+# -- the size-limited request ----------------------------------------------------------------
+
+class LimitedRequest(server.Request):
+    """A request that never stores more than ``max_body`` bytes of body (see the module doc).
+
+    ``body_too_large`` tells the route to answer 413."""
+
+    max_body = DEFAULT_MAX_UPLOAD_BYTES
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._parsePOSTFormSubmission = False  # we parse multipart ourselves, streaming
+        self.body_too_large = False
+        self._received = 0
+
+    def gotLength(self, length):
+        if length is not None and length > self.max_body:
+            self.body_too_large = True
+            self.content = io.BytesIO()  # nothing will be written to it
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self.body_too_large:
+            return
+        self._received += len(data)
+        if self._received > self.max_body:  # a chunked body crossing the limit
+            self.body_too_large = True
+            self.content.close()
+            self.content = io.BytesIO()
+            return
+        super().handleContentChunk(data)
+
+
+# -- multipart/form-data, streaming ------------------------------------------------------------
+
+class MultipartError(ValueError):
+    pass
+
+
+_PARAM = re.compile(r';\s*([A-Za-z0-9_*-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))')
+
+
+def _params(header: str) -> dict:
+    return {m.group(1).lower(): (re.sub(r"\\(.)", r"\1", m.group(2)) if m.group(2) is not None
+                                 else m.group(3)) for m in _PARAM.finditer(header)}
+
+
+def multipart_boundary(content_type: str) -> bytes:
+    if not content_type.split(";")[0].strip().lower() == "multipart/form-data":
+        raise MultipartError("not multipart/form-data")
+    boundary = _params(content_type).get("boundary")
+    if not boundary or len(boundary) > 200:
+        raise MultipartError("multipart/form-data without a valid boundary")
+    return boundary.encode("latin-1")
+
+
+def parse_multipart(fp, content_type: str, open_file=lambda name, filename: None,
+                    max_field: int = MAX_FIELD_BYTES):
+    """Reads multipart/form-data from the file ``fp`` in CHUNK-sized pieces.
+
+    -> (fields {name: str}, files {name: filename}). ``open_file(name, filename)`` returns
+    a writable file for a file part's content, or None to skip it. Raises MultipartError."""
+    delim = b"\r\n--" + multipart_boundary(content_type)
+    fields, files = {}, {}
+    buf, eof = b"\r\n", False  # the leading CRLF makes the first delimiter like the others
+
+    def fill():
+        nonlocal buf, eof
+        data = fp.read(CHUNK)
+        if not data:
+            eof = True
+        buf += data
+
+    while True:  # the preamble
+        i = buf.find(delim)
+        if i >= 0:
+            buf = buf[i + len(delim):]
+            break
+        if eof:
+            raise MultipartError("no multipart boundary found in the body")
+        buf = buf[-len(delim):]
+        fill()
+    while True:
+        while len(buf) < 2 and not eof:
+            fill()
+        if buf.startswith(b"--"):
+            return fields, files
+        while b"\r\n\r\n" not in buf:
+            if eof or len(buf) > 16384:
+                raise MultipartError("malformed multipart part headers")
+            fill()
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        name = filename = None
+        for line in head.split(b"\r\n")[1:]:
+            key, _, value = line.decode("utf-8", "replace").partition(":")
+            if key.strip().lower() == "content-disposition":
+                params = _params(value)
+                name, filename = params.get("name"), params.get("filename")
+        if name is None:
+            raise MultipartError("multipart part without a name")
+        sink = open_file(name, filename) if filename is not None else None
+        value = bytearray()
+        keep = len(delim) - 1
+
+        def emit(data):
+            if filename is not None:
+                if sink is not None:
+                    sink.write(data)
+            else:
+                value.extend(data)
+                if len(value) > max_field:
+                    raise MultipartError(f"field {name} is longer than {max_field} bytes")
+
+        while True:
+            i = buf.find(delim)
+            if i >= 0:
+                emit(buf[:i])
+                buf = buf[i + len(delim):]
+                break
+            if eof:
+                raise MultipartError("unterminated multipart body")
+            if len(buf) > keep:
+                emit(buf[:-keep])
+                buf = buf[-keep:]
+            fill()
+        if filename is None:
+            try:
+                fields[name] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MultipartError(f"field {name} is not UTF-8")
+        else:
+            files[name] = filename
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def _problem(request, error: JobError) -> bytes:
+    request.setResponseCode(error.status)
+    request.setHeader(b"content-type", b"application/problem+json")
+    return json.dumps(error.problem()).encode()
+
+
+def _json(request, body, code=200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    return json.dumps(body).encode()
+
+
+def _no_content(request):
+    request.setResponseCode(204)
+    return None
+
+
+def _problems(fn):
+    """Turns JobError (and any other failure) into a problem+json answer."""
+    @functools.wraps(fn)
+    async def wrapper(self, request, *args, **kw):
+        try:
+            self._check_size(request)
+            return await fn(self, request, *args, **kw)
+        except JobError as e:
+            if request.startedWriting:
+                return None
+            return _problem(request, e)
+        except Exception:
+            log.failure("Runner API {path} failed", path=request.path)
+            if request.startedWriting:
+                return None
+            return _problem(request, JobError("internal_error", 500, "internal server error"))
+    return wrapper
+
+
+def _content_type(request) -> str:
+    return (request.getHeader(b"content-type") or b"").decode("latin-1")
+
+
+def _is_multipart(request) -> bool:
+    return _content_type(request).split(";")[0].strip().lower() == "multipart/form-data"
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_body(request) -> dict:
+    request.content.seek(0)
+    raw = request.content.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise JobError("payload_too_large", 413, "JSON body too large")
+    try:
+        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise bad_request(f"the body is not valid JSON: {e}")
+    if not isinstance(body, dict):
+        raise bad_request("the JSON body must be an object")
+    return body
+
+
+def _string(body: dict, name: str, required: bool = True, max_len: int = 10000):
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise bad_request(f"missing field {name}")
+        return None
+    if not isinstance(value, str) or (required and not value):
+        raise bad_request(f"field {name} must be a non-empty string")
+    if len(value) > max_len:
+        raise bad_request(f"field {name} is longer than {max_len} characters")
+    return value
+
+
+def _ip(request):
+    addr = request.getClientAddress()
+    return getattr(addr, "host", None)
+
+
+def _safe_ext(filename, default: str) -> str:
+    ext = os.path.splitext(os.path.basename(filename or ""))[1]
+    return ext.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,10}", ext) else default
+
+
+@attrs.define
+class _Written:
+    field: str
+    role: str
+    path: str
+    size: int = 0
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+class RunnerAPI:
+    app = Klein()
+
+    def __init__(self, store, hub, files_dir, clock, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
+        self.store = store
+        self.hub = hub
+        self.files_dir = os.path.abspath(files_dir)
+        self.clock = clock
+        self.max_upload_bytes = max_upload_bytes
+
+    # -- the resource tree --
+
+    def resource(self) -> resource.Resource:
+        """The Klein app at /, with /socket.io/ -> the notification hub."""
+        return _Root(self.app.resource(), self.hub.resource())
+
+    def request_factory(self):
+        return type("LimitedRequest", (LimitedRequest,), {"max_body": self.max_upload_bytes})
+
+    def site(self, **kw) -> server.Site:
+        return server.Site(self.resource(), requestFactory=self.request_factory(), **kw)
+
+    # -- plumbing --
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    def _check_size(self, request):
+        if getattr(request, "body_too_large", False):
+            raise too_large(self.max_upload_bytes)
+        content = request.content
+        if content is not None:
+            content.seek(0, os.SEEK_END)
+            size = content.tell()
+            content.seek(0)
+            if size > self.max_upload_bytes:
+                raise too_large(self.max_upload_bytes)
+
+    async def _fields(self, request) -> dict:
+        """The body's fields: JSON, or the non-file fields of a multipart body."""
+        if _is_multipart(request):
+            try:
+                fields, _ = await threads.deferToThread(
+                    parse_multipart, request.content, _content_type(request))
+            except MultipartError as e:
+                raise bad_request(f"bad multipart body: {e}")
+            return fields
+        return _json_body(request)
+
+    async def _runner(self, request, body):
+        return await self.store.runner_by_token(_string(body, "runnerToken"), ip=_ip(request),
+                                                now=self.now())
+
+    async def _processing_job(self, request, body, uuid):
+        """The job ``uuid`` if it is processing for this runner under this job token."""
+        runner = await self._runner(request, body)
+        job_token = _string(body, "jobToken")
+        job = await self.store.get_job(uuid)
+        return runner, J.check_job_token(job, job_token, runner.id, uuid)
+
+    async def _save(self, transition):
+        try:
+            await self.store.save(transition, now=self.now())
+        except StaleJob:
+            current = await self.store.get_job(transition.job.uuid)
+            if current is None:
+                raise J.unknown_job(transition.job.uuid)
+            raise J.not_processing(current)
+        if transition.notify_available:
+            self.hub.notify_available_jobs()
+        return transition
+
+    # -- runners --
+
+    @app.route(PREFIX + "/register", methods=["POST"])
+    @_problems
+    async def register(self, request):
+        body = _json_body(request)
+        token = _string(body, "registrationToken")
+        name = _string(body, "name", max_len=200)
+        runner = await self.store.register_runner(
+            token, name, _string(body, "description", False), _string(body, "version", False),
+            ip=_ip(request), now=self.now())
+        return _json(request, {"id": runner.id, "runnerToken": runner.token})
+
+    @app.route(PREFIX + "/unregister", methods=["POST"])
+    @_problems
+    async def unregister(self, request):
+        runner = await self._runner(request, _json_body(request))
+        processing = [j for j in await self.store.list_jobs(states=[JobState.PROCESSING])
+                      if j.runner_id == runner.id]
+        await self.store.unregister_runner(runner.id, now=self.now())
+        if processing:
+            self.hub.notify_available_jobs()
+        return _no_content(request)
+
+    # -- jobs --
+
+    @app.route(PREFIX + "/jobs/request", methods=["POST"])
+    @_problems
+    async def request_jobs(self, request):
+        body = _json_body(request)
+        await self._runner(request, body)
+        job_types = body.get("jobTypes")
+        if job_types is not None:
+            if not isinstance(job_types, list) or not all(isinstance(t, str) for t in job_types):
+                raise bad_request("field jobTypes must be a list of strings")
+        jobs = await self.store.pending_jobs(job_types or None, limit=MAX_AVAILABLE_JOBS)
+        return _json(request, {"availableJobs": [
+            {"uuid": j.uuid, "type": j.type, "payload": j.payload} for j in jobs]})
+
+    @app.route(PREFIX + "/jobs/<string:uuid>/accept", methods=["POST"])
+    @_problems
+    async def accept(self, request, uuid):
+        runner = await self._runner(request, _json_body(request))
+        job = await self.store.accept(uuid, runner.id, now=self.now())
+        return _json(request, {"job": job.to_wire(with_token=True)})
+
+    @app.route(PREFIX + "/jobs/<string:uuid>/abort", methods=["POST"])
+    @_problems
+    async def abort(self, request, uuid):
+        body = _json_body(request)
+        reason = _string(body, "reason")
+        _, job = await self._processing_job(request, body, uuid)
+        await self._save(J.abort(job, self.now(), reason))
+        return _no_content(request)
+
+    @app.route(PREFIX + "/jobs/<string:uuid>/update", methods=["POST"])
+    @_problems
+    async def update(self, request, uuid):
+        body = await self._fields(request)
+        progress = body.get("progress")
+        if progress is not None:
+            if isinstance(progress, str):
+                try:
+                    progress = int(progress.strip())
+                except ValueError:
+                    raise bad_request("field progress must be an integer")
+            elif isinstance(progress, float) and progress.is_integer():
+                progress = int(progress)
+            if isinstance(progress, bool) or not isinstance(progress, int):
+                raise bad_request("field progress must be an integer")
+        _, job = await self._processing_job(request, body, uuid)
+        await self._save(J.update(job, self.now(), progress))
+        return _no_content(request)
+
+    @app.route(PREFIX + "/jobs/<string:uuid>/error", methods=["POST"])
+    @_problems
+    async def error(self, request, uuid):
+        body = _json_body(request)
+        message = _string(body, "message", max_len=100000)
+        _, job = await self._processing_job(request, body, uuid)
+        children = await self.store.children(uuid)
+        await self._save(J.error(job, message, self.now(), children))
+        return _no_content(request)
+
+    @app.route(PREFIX + "/jobs/<string:uuid>/success", methods=["POST"])
+    @_problems
+    async def success(self, request, uuid):
+        if not _is_multipart(request):
+            body = _json_body(request)  # a job without files (live) may send JSON
+            files = {}
+        else:
+            try:
+                body, files = await threads.deferToThread(
+                    parse_multipart, request.content, _content_type(request))
+            except MultipartError as e:
+                raise bad_request(f"bad multipart body: {e}")
+        _, job = await self._processing_job(request, body, uuid)
+        missing = [f for f in REQUIRED_FILES.get(job.type, ()) if f not in files]
+        if missing:
+            raise bad_request(f"missing file {', '.join(missing)} for a {job.type} job")
+        written = await self._write_files(request, job, files) if files else []
+        try:
+            result = {"files": {w.role: w.path for w in written}}
+            language = body.get("payload[inputLanguage]")
+            if language is not None:
+                result["inputLanguage"] = language
+            tr = J.success(job, self.now(), await self.store.children(uuid))
+            tr = attrs.evolve(tr, job=attrs.evolve(
+                tr.job, private_payload={**job.private_payload, "result": result}))
+            await self._save(tr)
+        except BaseException:
+            for w in written:
+                _unlink(w.path)
+            raise
+        if job.media_id is not None:
+            for w in written:
+                await self.store.add_media_file(job.media_id, "output", os.path.basename(w.path),
+                                                w.path, w.size, now=self.now())
+        return _no_content(request)
+
+    async def _write_files(self, request, job, files) -> list:
+        directory = os.path.join(self.files_dir, "media", str(job.media_id or job.uuid))
+        wanted = {}
+        for field, filename in files.items():
+            if field in SUCCESS_FILES:
+                role, default_ext = SUCCESS_FILES[field]
+                path = os.path.join(directory, f"{job.uuid}-{role}{_safe_ext(filename, default_ext)}")
+                wanted[field] = _Written(field, role, path)
+
+        def copy():
+            os.makedirs(directory, exist_ok=True)
+            sinks = {}
+
+            def open_file(name, filename):
+                w = wanted.get(name)
+                if w is None or name in sinks:
+                    return None
+                sinks[name] = tempfile.NamedTemporaryFile(dir=directory, prefix=".upload-",
+                                                          delete=False)
+                return sinks[name]
+            try:
+                request.content.seek(0)
+                parse_multipart(request.content, _content_type(request), open_file)
+                for name, sink in sinks.items():
+                    sink.close()
+                    wanted[name].size = os.path.getsize(sink.name)
+                    os.replace(sink.name, wanted[name].path)
+            except BaseException:
+                for sink in sinks.values():
+                    sink.close()
+                    _unlink(sink.name)
+                raise
+            return list(wanted.values())
+        try:
+            return await threads.deferToThread(copy)
+        except MultipartError as e:
+            raise bad_request(f"bad multipart body: {e}")
+
+    # -- input files --
+
+    _FILES = PREFIX + "/jobs/<string:job_uuid>/files/videos/<string:video_id>"
+
+    @app.route(_FILES + "/max-quality", methods=["POST"])
+    @_problems
+    async def max_quality(self, request, job_uuid, video_id):
+        return await self._serve_input(request, job_uuid, video_id, "max-quality")
+
+    @app.route(_FILES + "/max-quality/audio", methods=["POST"])
+    @_problems
+    async def max_quality_audio(self, request, job_uuid, video_id):
+        return await self._serve_input(request, job_uuid, video_id, "max-quality-audio")
+
+    @app.route(_FILES + "/previews/max-quality", methods=["POST"])
+    @_problems
+    async def preview(self, request, job_uuid, video_id):
+        return await self._serve_input(request, job_uuid, video_id, "preview")
+
+    @app.route(_FILES + "/studio/task-files/<string:filename>", methods=["POST"])
+    @_problems
+    async def studio_task_file(self, request, job_uuid, video_id, filename):
+        return await self._serve_input(request, job_uuid, video_id, "task-files", filename)
+
+    async def _input_path(self, job, key, filename=None):
+        inputs = job.private_payload.get("inputs") or {}
+        if key == "task-files":
+            path = (inputs.get("task-files") or {}).get(filename)
+        else:
+            path = inputs.get(key)
+        if path is None and key == "max-quality" and job.media_id is not None:
+            media = await self.store.get_media(job.media_id)
+            path = media.path if media is not None else None
+        if not isinstance(path, str) or not path:
+            return None
+        return path if os.path.isabs(path) else os.path.join(self.files_dir, path)
+
+    async def _serve_input(self, request, job_uuid, video_id, key, filename=None):
+        body = _json_body(request)
+        _, job = await self._processing_job(request, body, job_uuid)
+        if video_id != str(job.media_id or job.uuid):
+            raise JobError("unknown_video", 404, f"video {video_id} is not the job's video")
+        what = key if filename is None else f"task file {filename}"
+        path = await self._input_path(job, key, filename)
+        if path is None:
+            raise file_not_found(what)
+        try:
+            f = open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise file_not_found(what)
+        try:
+            size = os.fstat(f.fileno()).st_size
+            ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
+            request.setResponseCode(200)
+            request.setHeader(b"content-type", ctype.encode())
+            request.setHeader(b"content-length", str(size).encode())
+            await FileSender().beginFileTransfer(f, request)
+        except Exception:
+            if not request.startedWriting:
+                raise
+            # the runner went away mid-file: nothing more to say to it
+        finally:
+            f.close()
+        return None
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class _Root(resource.Resource):
+    """/socket.io/ goes to the hub; every other path to the Klein app (which sees it whole)."""
+
+    def __init__(self, app_resource, socketio_resource):
+        super().__init__()
+        self._app = app_resource
+        self._socketio = socketio_resource
+
+    def getChildWithDefault(self, name, request):
+        if name == b"socket.io":
+            return self._socketio
+        request.postpath.insert(0, request.prepath.pop())
+        return self._app
+
+    def render(self, request):
+        return self._app.render(request)
