@@ -1,0 +1,542 @@
+"""choir-admin: the operator's tool, working on the daemon's store directly.
+
+It opens ``choir.sqlite3`` in the daemon's data directory (``--data-dir``, default
+./choir-data like ``twistd -n choir``); a running daemon notices the job changes through
+the store's change feed (job_events), so the daemon need not be stopped.
+
+    choir-admin tokens create | list | revoke TOKEN
+    choir-admin runners list | remove ID_OR_NAME
+    choir-admin jobs list [--state ...] [--type ...] | show UUID | cancel UUID
+    choir-admin media list | show ID
+
+Exit status: 0 on success, 1 on an operational error (one line on stderr), 2 on a usage
+error. ``--json`` (before the command) prints JSON for scripts instead of tables.
+"""
+import json
+import os
+import socket
+import sqlite3
+import sys
+import time
+
+from twisted.internet import defer
+from twisted.python import usage
+
+from choir_protocol import jobs as J
+from choir_protocol.jobs import JobError, JobState, JobType
+
+DEFAULT_DATA_DIR = "./choir-data"
+DEFAULT_PORT = 8000
+
+
+class AdminError(Exception):
+    """An operational error: reported as one line on stderr, exit status 1."""
+
+
+# -- option parsing --------------------------------------------------------------------------
+
+STATE_NAMES = {
+    "pending": JobState.PENDING,
+    "processing": JobState.PROCESSING,
+    "completed": JobState.COMPLETED,
+    "errored": JobState.ERRORED,
+    "waiting": JobState.WAITING_FOR_PARENT_JOB,
+    "waiting-for-parent": JobState.WAITING_FOR_PARENT_JOB,
+    "cancelled": JobState.CANCELLED,
+    "parent-errored": JobState.PARENT_ERRORED,
+    "parent-cancelled": JobState.PARENT_CANCELLED,
+    "completing": JobState.COMPLETING,
+}
+_STATE_CHOICES = ("pending, processing, completing, completed, errored, waiting, cancelled, "
+                  "parent-errored, parent-cancelled")
+
+
+def parse_states(text):
+    out = []
+    for word in filter(None, (w.strip().lower() for w in text.split(","))):
+        if word.isdigit() and int(word) in JobState._value2member_map_:
+            out.append(JobState(int(word)))
+        elif word.replace("_", "-") in STATE_NAMES:
+            out.append(STATE_NAMES[word.replace("_", "-")])
+        else:
+            raise usage.UsageError(f"unknown job state {word!r} (choose from {_STATE_CHOICES})")
+    return out
+
+
+def parse_types(text):
+    out = []
+    for word in filter(None, (w.strip() for w in text.split(","))):
+        if word not in JobType.ALL:
+            raise usage.UsageError(f"unknown job type {word!r} (choose from "
+                                   f"{', '.join(sorted(JobType.ALL))})")
+        out.append(word)
+    return out
+
+
+class _Command(usage.Options):
+    """A leaf command: its positional arguments are named by ``args`` (a tuple)."""
+
+    args = ()
+
+    def parseArgs(self, *args):
+        if len(args) != len(self.args):
+            if len(args) < len(self.args):
+                raise usage.UsageError(
+                    f"missing {' '.join(a.upper() for a in self.args[len(args):])}")
+            raise usage.UsageError(f"unexpected argument(s): {' '.join(args[len(self.args):])}")
+        for name, value in zip(self.args, args):
+            self[name] = value
+
+    def getSynopsis(self):
+        return " ".join((super().getSynopsis() + "".join(f" {a.upper()}" for a in self.args))
+                        .split())
+
+
+class _Group(usage.Options):
+    synopsis = ""
+
+    def getSynopsis(self):
+        return " ".join(super().getSynopsis().split())
+
+    def postOptions(self):
+        if self.subCommand is None:
+            names = ", ".join(c[0] for c in self.subCommands)
+            raise usage.UsageError(f"choose a command: {names}")
+
+
+class TokenCreate(_Command):
+    synopsis = "[--url URL] [--runner-name NAME]"
+    longdesc = ("Create a registration token and print it with the command line that the "
+                "runner operator runs on the runner machine to register it.")
+    optParameters = [
+        ["url", "u", None,
+         f"URL the runners reach this daemon at [default: http://<this host>:{DEFAULT_PORT}]"],
+        ["runner-name", "n", None,
+         "Runner name to put in the printed register command [default: runner-<token end>]"],
+    ]
+
+
+class TokenList(_Command):
+    longdesc = "List the registration tokens (live ones; --all adds the revoked ones)."
+    optFlags = [["all", "a", "Include revoked tokens."]]
+
+
+class TokenRevoke(_Command):
+    longdesc = ("Revoke a registration token: no new runner can register with it. Runners "
+                "already registered with it keep working (remove them with 'runners remove').")
+    args = ("token",)
+
+
+class TokensOptions(_Group):
+    longdesc = ("Registration tokens let a PeerTube runner register itself "
+                "(peertube-runner register --registration-token ...).")
+    subCommands = [
+        ["create", None, TokenCreate, "Create a token and print the runner's register command."],
+        ["list", None, TokenList, "List registration tokens."],
+        ["revoke", None, TokenRevoke, "Revoke a token so no new runner can register with it."],
+    ]
+
+
+class RunnerList(_Command):
+    longdesc = "List registered runners: version, address, last contact, jobs processing."
+
+
+class RunnerRemove(_Command):
+    longdesc = ("Unregister a runner (by id, id prefix or name): its token stops working and "
+                "the jobs it was processing go back to pending for another runner.")
+    args = ("id_or_name",)
+
+
+class RunnersOptions(_Group):
+    longdesc = "Runners registered with this daemon."
+    subCommands = [
+        ["list", None, RunnerList, "List registered runners."],
+        ["remove", None, RunnerRemove, "Unregister a runner; its jobs go back to pending."],
+    ]
+
+
+class JobList(_Command):
+    synopsis = "[--state STATES] [--type TYPES] [--limit N]"
+    longdesc = ("List jobs, oldest first. STATES: comma-separated, from " + _STATE_CHOICES
+                + ". TYPES: comma-separated, from " + ", ".join(sorted(JobType.ALL)) + ".")
+    optParameters = [
+        ["state", "s", None, "Only jobs in these states (comma-separated).", parse_states],
+        ["type", "t", None, "Only jobs of these types (comma-separated).", parse_types],
+        ["limit", "l", None, "Show at most N jobs.", int],
+    ]
+
+
+class JobShow(_Command):
+    longdesc = "Show every field of a job (UUID or a unique prefix), its payload and children."
+    args = ("uuid",)
+
+
+class JobCancel(_Command):
+    longdesc = ("Cancel a pending, processing or waiting job (UUID or a unique prefix); the "
+                "children waiting for it become 'Parent job cancelled'. A running daemon "
+                "notices it and the runner's next update of the job is refused.")
+    args = ("uuid",)
+
+
+class JobsOptions(_Group):
+    longdesc = "Transcoding jobs for the PeerTube runners."
+    subCommands = [
+        ["list", None, JobList, "List jobs (filter with --state, --type)."],
+        ["show", None, JobShow, "Show a job with its payload."],
+        ["cancel", None, JobCancel, "Cancel a job and its waiting children."],
+    ]
+
+
+class MediaList(_Command):
+    longdesc = "List media (recordings and uploads) with their input and output files."
+
+
+class MediaShow(_Command):
+    longdesc = "Show a media (ID or a unique prefix): inputs, outputs (sizes, paths) and jobs."
+    args = ("id",)
+
+
+class MediaOptions(_Group):
+    longdesc = ("Media: recordings and uploads, with the files the runners produced. "
+                "(Submitting a media comes with the daemon's HTTP upload endpoint.)")
+    subCommands = [
+        ["list", None, MediaList, "List media."],
+        ["show", None, MediaShow, "Show a media's files and jobs."],
+    ]
+
+
+class Options(_Group):
+    synopsis = "Usage: choir-admin [--data-dir DIR] [--json]"
+    longdesc = ("Administer a choir daemon through its store (choir.sqlite3 in the data "
+                "directory). A running daemon picks the changes up by itself. Run "
+                "'choir-admin COMMAND --help' for a command's options.")
+    optParameters = [
+        ["data-dir", "d", DEFAULT_DATA_DIR,
+         "The daemon's data directory (the --data-dir of twistd choir)."],
+    ]
+    optFlags = [["json", "j", "Print JSON (for scripts) instead of tables."]]
+    subCommands = [
+        ["tokens", None, TokensOptions, "Registration tokens: create, list, revoke."],
+        ["runners", None, RunnersOptions, "Registered runners: list, remove."],
+        ["jobs", None, JobsOptions, "Jobs: list, show, cancel."],
+        ["media", None, MediaOptions, "Media: list, show."],
+    ]
+
+    def getUsage(self, width=None):
+        return super().getUsage(width) + (
+            "\nExit status: 0 success, 1 operational error (unknown token/runner/job, job not "
+            "cancellable, no store), 2 usage error.\n")
+
+
+# -- output ----------------------------------------------------------------------------------
+
+def ago(t, now):
+    if t is None:
+        return "never"
+    s = max(0.0, now - t)
+    if s < 10:
+        return "just now"
+    if s < 60:
+        return f"{int(s)} s ago"
+    if s < 3600:
+        return f"{int(s // 60)} min ago"
+    if s < 86400:
+        return f"{int(s // 3600)} h ago"
+    return f"{int(s // 86400)} d ago"
+
+
+def human_size(n):
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def table(headers, rows):
+    rows = [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _resolve(items, value, what, keys=("id",)):
+    """The one item whose key equals ``value``, else whose id starts with it."""
+    for key in keys:
+        exact = [i for i in items if getattr(i, key) == value]
+        if exact:
+            return exact[0]
+    prefix = [i for i in items if getattr(i, keys[0]).startswith(value)] if value else []
+    if len(prefix) == 1:
+        return prefix[0]
+    if len(prefix) > 1:
+        raise AdminError(f"{what} {value!r} is ambiguous ({len(prefix)} match); "
+                         f"give more characters")
+    raise AdminError(f"unknown {what} {value!r}")
+
+
+# -- commands --------------------------------------------------------------------------------
+
+class Admin:
+    def __init__(self, store, out, as_json, now):
+        self.store, self.out, self.as_json, self.now = store, out, as_json, now
+
+    def emit(self, data, text):
+        if self.as_json:
+            self.out.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        else:
+            self.out.write(text.rstrip("\n") + "\n")
+
+    # tokens
+    async def tokens_create(self, opts):
+        url = opts["url"] or f"http://{socket.gethostname()}:{DEFAULT_PORT}"
+        tok = await self.store.create_registration_token()
+        name = opts["runner-name"] or f"runner-{tok.token[-6:]}"
+        command = (f"peertube-runner register --url {url} --registration-token {tok.token} "
+                   f"--runner-name {name}")
+        self.emit({"token": tok.token, "createdAt": J.iso(tok.created_at), "url": url,
+                   "registerCommand": command},
+                  f"Registration token: {tok.token}\n\nOn the runner machine, run:\n\n"
+                  f"    {command}\n")
+
+    async def tokens_list(self, opts):
+        tokens = await self.store.list_registration_tokens(include_revoked=opts["all"])
+        runners = await self.store.list_runners()
+        used = {}
+        for r in runners:
+            used[r.registration_token] = used.get(r.registration_token, 0) + 1
+        self.emit([{"token": t.token, "createdAt": J.iso(t.created_at), "revoked": t.revoked,
+                    "runners": used.get(t.token, 0)} for t in tokens],
+                  table(["TOKEN", "CREATED", "REVOKED", "RUNNERS"],
+                        [[t.token, ago(t.created_at, self.now), "yes" if t.revoked else "no",
+                          used.get(t.token, 0)] for t in tokens])
+                  if tokens else "No registration tokens (create one with 'tokens create').")
+
+    async def tokens_revoke(self, opts):
+        if not await self.store.revoke_registration_token(opts["token"]):
+            raise AdminError(f"unknown or already revoked registration token {opts['token']!r}")
+        self.emit({"revoked": opts["token"]}, f"Revoked registration token {opts['token']}.")
+
+    # runners
+    async def _processing_by_runner(self):
+        counts = {}
+        for job in await self.store.list_jobs(states=[JobState.PROCESSING]):
+            counts[job.runner_id] = counts.get(job.runner_id, 0) + 1
+        return counts
+
+    async def runners_list(self, opts):
+        runners = await self.store.list_runners()
+        counts = await self._processing_by_runner()
+        self.emit([{"id": r.id, "name": r.name, "description": r.description,
+                    "version": r.version, "ip": r.ip, "lastContact": J.iso(r.last_contact),
+                    "createdAt": J.iso(r.created_at), "jobsProcessing": counts.get(r.id, 0)}
+                   for r in runners],
+                  table(["ID", "NAME", "VERSION", "IP", "LAST CONTACT", "PROCESSING"],
+                        [[r.id[:8], r.name, r.version, r.ip, ago(r.last_contact, self.now),
+                          counts.get(r.id, 0)] for r in runners])
+                  if runners else "No registered runners.")
+
+    async def runners_remove(self, opts):
+        runner = _resolve(await self.store.list_runners(), opts["id_or_name"], "runner",
+                          keys=("id", "name"))
+        processing = (await self._processing_by_runner()).get(runner.id, 0)
+        if not await self.store.unregister_runner(runner.id):
+            raise AdminError(f"runner {runner.name!r} was removed meanwhile")
+        self.emit({"removed": runner.id, "name": runner.name, "jobsRequeued": processing},
+                  f"Removed runner {runner.name} ({runner.id}); {processing} job(s) it was "
+                  f"processing went back to pending.")
+
+    # jobs
+    async def _job(self, value):
+        job = await self.store.get_job(value)
+        if job is None:
+            job = _resolve(await self.store.list_jobs() if len(value) >= 4 else [], value,
+                           "job", keys=("uuid",))
+        return job
+
+    async def _runner_names(self):
+        return {r.id: r.name for r in await self.store.list_runners()}
+
+    def _job_dict(self, job, names):
+        d = job.to_wire()
+        d.update({"parentUuid": job.parent_uuid, "runnerId": job.runner_id,
+                  "runnerName": names.get(job.runner_id), "mediaId": job.media_id})
+        return d
+
+    async def jobs_list(self, opts):
+        jobs = await self.store.list_jobs(states=opts["state"], types=opts["type"],
+                                          limit=opts["limit"])
+        names = await self._runner_names()
+        self.emit([self._job_dict(j, names) for j in jobs],
+                  table(["UUID", "TYPE", "STATE", "PROGRESS", "FAILURES", "PRIORITY", "RUNNER",
+                         "AGE"],
+                        [[j.uuid[:8], j.type, j.state.label,
+                          None if j.progress is None else f"{j.progress}%", j.failures,
+                          j.priority, names.get(j.runner_id, j.runner_id and j.runner_id[:8]),
+                          ago(j.created_at, self.now)] for j in jobs])
+                  if jobs else "No jobs match.")
+
+    async def jobs_show(self, opts):
+        job = await self._job(opts["uuid"])
+        names = await self._runner_names()
+        children = await self.store.children(job.uuid)
+        d = self._job_dict(job, names)
+        d["privatePayload"] = job.private_payload
+        d["children"] = [{"uuid": c.uuid, "type": c.type, "state": c.state.label}
+                         for c in children]
+        runner = names.get(job.runner_id, job.runner_id)
+        lines = [f"{k + ':':<14}{v}" for k, v in (
+            ("UUID", job.uuid), ("Type", job.type),
+            ("State", f"{job.state.label} ({int(job.state)})"),
+            ("Progress", "-" if job.progress is None else f"{job.progress}%"),
+            ("Failures", job.failures), ("Error", job.error or "-"),
+            ("Priority", job.priority), ("Runner", runner or "-"),
+            ("Parent", job.parent_uuid or "-"), ("Media", job.media_id or "-"),
+            ("Created", f"{J.iso(job.created_at)} ({ago(job.created_at, self.now)})"),
+            ("Updated", f"{J.iso(job.updated_at)} ({ago(job.updated_at, self.now)})"),
+            ("Started", J.iso(job.started_at) or "-"),
+            ("Finished", J.iso(job.finished_at) or "-"))]
+        lines.append("Payload:")
+        lines += ["  " + ln for ln in json.dumps(job.payload, indent=2).splitlines()]
+        if job.private_payload:
+            lines.append("Private payload:")
+            lines += ["  " + ln for ln in json.dumps(job.private_payload, indent=2).splitlines()]
+        if children:
+            lines.append("Children:")
+            lines += ["  " + ln for ln in table(["UUID", "TYPE", "STATE"], [
+                [c.uuid, c.type, c.state.label] for c in children]).splitlines()]
+        self.emit(d, "\n".join(lines))
+
+    async def jobs_cancel(self, opts):
+        from choir_twisted.store import StaleJob
+        job = await self._job(opts["uuid"])
+        children = await self.store.children(job.uuid)
+        try:
+            tr = J.cancel(job, self.store.clock(), children)
+            await self.store.save(tr)
+        except JobError as e:
+            raise AdminError(e.detail)
+        except StaleJob:
+            raise AdminError(f"job {job.uuid} changed while cancelling it; look again "
+                             f"with 'jobs show {job.uuid}'")
+        self.emit({"cancelled": job.uuid, "previousState": tr.previous_state.label,
+                   "parentCancelled": [c.uuid for c in tr.children]},
+                  f"Cancelled job {job.uuid} (was {tr.previous_state.label.lower()})"
+                  + (f"; {len(tr.children)} waiting child job(s) parent-cancelled."
+                     if tr.children else "."))
+
+    # media
+    async def media_list(self, opts):
+        rows, data = [], []
+        for m in await self.store.list_media():
+            files = await self.store.media_files(m.id)
+            ins = [f for f in files if f.role == "input"]
+            outs = [f for f in files if f.role == "output"]
+            size = sum(f.size or 0 for f in files)
+            rows.append([m.id[:8], m.kind, m.name, len(ins), len(outs), human_size(size),
+                         ago(m.created_at, self.now)])
+            data.append({"id": m.id, "kind": m.kind, "name": m.name, "path": m.path,
+                         "createdAt": J.iso(m.created_at), "inputs": len(ins),
+                         "outputs": len(outs), "size": size})
+        self.emit(data, table(["ID", "KIND", "NAME", "INPUTS", "OUTPUTS", "SIZE", "AGE"], rows)
+                  if rows else "No media.")
+
+    async def media_show(self, opts):
+        m = await self.store.get_media(opts["id"])
+        if m is None:
+            m = _resolve(await self.store.list_media(), opts["id"], "media")
+        files = await self.store.media_files(m.id)
+        jobs = [j for j in await self.store.list_jobs() if j.media_id == m.id]
+        d = {"id": m.id, "kind": m.kind, "name": m.name, "path": m.path, "probe": m.probe,
+             "webhook": m.webhook, "createdAt": J.iso(m.created_at),
+             "files": [{"id": f.id, "role": f.role, "name": f.name, "path": f.path,
+                        "size": f.size, "createdAt": J.iso(f.created_at)} for f in files],
+             "jobs": [{"uuid": j.uuid, "type": j.type, "state": j.state.label} for j in jobs]}
+        lines = [f"{k + ':':<10}{v}" for k, v in (
+            ("ID", m.id), ("Kind", m.kind), ("Name", m.name), ("Path", m.path or "-"),
+            ("Webhook", m.webhook or "-"),
+            ("Created", f"{J.iso(m.created_at)} ({ago(m.created_at, self.now)})"))]
+        if m.probe:
+            lines.append("Probe:")
+            lines += ["  " + ln for ln in json.dumps(m.probe, indent=2).splitlines()]
+        for role, title in (("input", "Inputs"), ("output", "Outputs")):
+            fs = [f for f in files if f.role == role]
+            lines.append(f"{title}:" + ("" if fs else " none"))
+            if fs:
+                lines += ["  " + ln for ln in table(["NAME", "SIZE", "PATH"], [
+                    [f.name, human_size(f.size), f.path] for f in fs]).splitlines()]
+        lines.append("Jobs:" + ("" if jobs else " none"))
+        if jobs:
+            lines += ["  " + ln for ln in table(["UUID", "TYPE", "STATE"], [
+                [j.uuid, j.type, j.state.label] for j in jobs]).splitlines()]
+        self.emit(d, "\n".join(lines))
+
+
+# which commands may create the database (in an existing data directory)
+WRITE_CREATES = {("tokens", "create")}
+
+
+async def open_store(data_dir, may_create):
+    from choir_twisted.store import DB_NAME, Store
+    path = os.path.join(data_dir, DB_NAME)
+    if not os.path.isdir(data_dir):
+        raise AdminError(f"no data directory {os.path.abspath(data_dir)!r}: start the daemon "
+                         f"(twistd -n choir --data-dir ...) or pass --data-dir")
+    if not may_create and not os.path.isfile(path):
+        raise AdminError(f"no store {os.path.abspath(path)!r}: the daemon has not run with "
+                         f"this data directory (pass --data-dir?)")
+    return await Store.open(path)
+
+
+async def run(argv, out=None, err=None, now=None):
+    """Runs one command; -> the exit status. ``out``/``err`` default to sys.stdout/stderr."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    config = Options()
+    try:
+        config.parseOptions(argv)
+    except usage.UsageError as e:
+        words, sub = ["choir-admin"], config
+        while getattr(sub, "subCommand", None):
+            words.append(sub.subCommand)
+            sub = sub.subOptions
+        err.write(f"choir-admin: error: {e}\n(see '{' '.join(words)} --help')\n")
+        return 2
+    except SystemExit as e:  # --help
+        return e.code or 0
+    group, leaf = config.subCommand, config.subOptions.subCommand
+    store = None
+    try:
+        store = await open_store(config["data-dir"], (group, leaf) in WRITE_CREATES)
+        admin = Admin(store, out, config["json"], time.time() if now is None else now)
+        await getattr(admin, f"{group}_{leaf}")(config.subOptions.subOptions)
+    except AdminError as e:
+        err.write(f"choir-admin: {e}\n")
+        return 1
+    except sqlite3.Error as e:  # locked too long, not a database, ...
+        err.write(f"choir-admin: store {os.path.join(config['data-dir'], 'choir.sqlite3')}: "
+                  f"{e}\n")
+        return 1
+    finally:
+        if store is not None:
+            store.close()
+    return 0
+
+
+def main(argv=None):
+    from twisted.internet.task import react
+    argv = sys.argv[1:] if argv is None else argv
+
+    async def go(reactor):
+        code = await run(argv)
+        if code:
+            raise SystemExit(code)
+    react(lambda reactor: defer.ensureDeferred(go(reactor)))
+
+
+if __name__ == "__main__":
+    main()
