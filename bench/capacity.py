@@ -405,7 +405,8 @@ def start_daemon(server: str, n: int, ports: dict, workdir: str, record: bool):
         log = os.path.join(workdir, "choir.log")
         command = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "-l", log, "choir",
                    *(f"--{role}=tcp:{port}:interface=127.0.0.1" for role, port in ports.items()),
-                   "-d", os.path.join(workdir, "data"), f"--max-singers={max(1000, n)}"]
+                   "-d", os.path.join(workdir, "data"), f"--max-singers={max(1000, n)}",
+                   "--no-runners"]
         command += [] if record else ["--no-record"]
     else:  # logs at DEBUG to ./server.log whatever --log-level says (that is for the console)
         log = os.path.join(workdir, "server.log")

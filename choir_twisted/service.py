@@ -22,6 +22,8 @@ class Options(usage.Options):
         ["director", None, "tcp:8878", "Endpoint for the director."],
         ["desk", None, "tcp:8858", "Endpoint for the director's mixing desk (by default the "
                                    "director port - 20, as the 1.1.3 director expects)."],
+        ["http", None, "tcp:8000", "Endpoint for the HTTP runner API and its socket.io "
+                                   "notifications (PeerTube's remote-runner protocol)."],
         ["data-dir", "d", "./choir-data", "Directory for recordings (sessions/<id>/)."],
         ["monitor-level", "m", 0.0, "Level of the backing track in the mix returned to the "
                                     "director (0 to 1; 0: singers only).", float],
@@ -33,6 +35,7 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["no-record", None, "Do not record sessions."],
+        ["no-runners", None, "Do not serve the runner API."],
     ]
 
     def postOptions(self):
@@ -86,6 +89,12 @@ def makeService(options, clock=reactor) -> service.MultiService:
         listener = strports.service(options[option], RoomFactory(room, protocol_class))
         listener.setName(option)
         listener.setServiceParent(top)
+    if not options["no-runners"]:
+        from .runners import RunnerService
+        runners = RunnerService(clock, options["http"], os.path.abspath(options["data-dir"]))
+        runners.setName("runners")
+        runners.setServiceParent(top)
+        top.runners = runners
     top.room = room
     top.room_service = room_service
     return top

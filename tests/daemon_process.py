@@ -81,7 +81,7 @@ class TwistdDaemon:
     """``twistd -n choir`` as a real process on free loopback ports."""
 
     def __init__(self, data_dir: str, log_file: str, *extra: str):
-        self.ports = {role: free_port() for role in ("singers", "director", "desk")}
+        self.ports = {role: free_port() for role in ("singers", "director", "desk", "http")}
         args = [os.path.join(VENV_BIN, "twistd"), "-n", "--pidfile=", "-l", log_file, "choir",
                 "-d", data_dir]
         for role, port in self.ports.items():

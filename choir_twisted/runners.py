@@ -1,0 +1,101 @@
+"""The runner side of the daemon: store, runner API, socket.io notifications, watchdogs.
+
+Two loops keep the runners' view right: a watchdog returns processing jobs whose
+runner stopped updating to pending (PeerTube: 2 minutes for VOD, 30 s for live),
+and a watcher of the store's change feed tells connected runners about jobs that
+became pending anywhere, including in another process (choir-admin), within a
+second: the real runner never polls, it only asks when notified.
+"""
+import os
+import time
+
+from twisted.application import service
+from twisted.internet import defer, endpoints, task
+from twisted.logger import Logger
+
+from choir_protocol import jobs as J
+
+from .notifications import NotificationHub
+from .runner_api import RunnerAPI
+from .store import StaleJob, Store
+
+WATCHDOG_SECONDS = 10.0
+FEED_SECONDS = 0.5
+
+
+class RunnerService(service.Service):
+    log = Logger()
+
+    def __init__(self, reactor, endpoint: str, data_dir: str, clock=time.time):
+        self.reactor = reactor
+        self.endpoint = endpoint
+        self.data_dir = data_dir
+        self.clock = clock
+        self.store = self.hub = self.api = self.port = None
+        self._seq = 0
+        self._loops = []
+
+    @defer.inlineCallbacks
+    def startService(self):
+        super().startService()
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.store = yield Store.open(data_dir=self.data_dir, clock=self.clock)
+        self.hub = NotificationHub(self.reactor, self._authenticate)
+        self.api = RunnerAPI(self.store, self.hub, self.data_dir, self.reactor)  # .seconds() clock
+        self._seq = yield self.store.last_event()
+        endpoint = endpoints.serverFromString(self.reactor, self.endpoint)
+        self.port = yield endpoint.listen(self.api.site())
+        for seconds, work in ((WATCHDOG_SECONDS, self._watchdog), (FEED_SECONDS, self._watch_feed)):
+            loop = task.LoopingCall(self._guarded, work)
+            loop.clock = self.reactor
+            loop.start(seconds, now=False)
+            self._loops.append(loop)
+        self.log.info("Runner API listening on {endpoint}", endpoint=self.endpoint)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        if self.port is not None:
+            yield self.port.stopListening()
+        if self.hub is not None:
+            self.hub.stop()
+        if self.store is not None:
+            self.store.close()
+
+    @defer.inlineCallbacks
+    def _authenticate(self, token):
+        try:
+            runner = yield self.store.runner_by_token(token)
+        except J.JobError:
+            return None
+        return runner
+
+    @defer.inlineCallbacks
+    def _guarded(self, work):
+        try:
+            yield work()
+        except Exception:
+            self.log.failure("Runner housekeeping failed")
+
+    @defer.inlineCallbacks
+    def _watchdog(self):
+        now = self.clock()
+        for job in (yield self.store.stalled_jobs(now)):
+            transition = J.stalled(job, now)
+            if transition is None:
+                continue
+            try:
+                yield self.store.save(transition)
+            except StaleJob:
+                continue  # its runner spoke up meanwhile
+            self.log.warn("Job {uuid} stalled (no update from its runner): back to pending",
+                          uuid=job.uuid)
+
+    @defer.inlineCallbacks
+    def _watch_feed(self):
+        self._seq, changes = yield self.store.changed_since(self._seq)
+        if any(state is J.JobState.PENDING for _, state in changes):
+            self.hub.notify_available_jobs()

@@ -1,0 +1,92 @@
+"""The runner side of `twistd choir`: registration over HTTP, socket.io, and jobs made
+pending by another process reaching connected runners within 2 s (the real runner
+never polls)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer, endpoints, reactor
+from twisted.trial import unittest
+from twisted.web import client
+from twisted.web.http_headers import Headers
+
+from choir_twisted.store import Store
+
+from .daemon_process import TwistdDaemon, until
+
+
+class Runner(WebSocketClientProtocol):
+    def __init__(self):
+        super().__init__()
+        self.frames = defer.DeferredQueue()
+
+    def onOpen(self):
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload, isBinary):
+        text = payload.decode()
+        if text == "2":
+            self.sendMessage(b"3")
+        else:
+            self.frames.put((time.monotonic(), text))
+
+
+async def post(port, path, body):
+    agent = client.Agent(reactor)
+    response = await agent.request(
+        b"POST", f"http://127.0.0.1:{port}/api/v1/runners/{path}".encode(),
+        Headers({b"content-type": [b"application/json"]}),
+        client.FileBodyProducer(__import__("io").BytesIO(json.dumps(body).encode())))
+    data = await client.readBody(response)
+    return response.code, (json.loads(data) if data else None)
+
+
+class RunnerDaemonTest(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.data_dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.data_dir)
+
+    async def test_register_connect_and_hear_of_a_job_made_elsewhere(self):
+        daemon = TwistdDaemon(self.data_dir, os.path.join(self.data_dir, "choir.log"))
+        self.addCleanup(daemon.stop)
+        http = daemon.ports["http"]
+        admin = subprocess.run([sys.executable, "-m", "choir_clients.admin", "--data-dir", self.data_dir,
+                                "--json", "tokens", "create"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(admin.returncode, 0, admin.stderr)
+        token = json.loads(admin.stdout)["token"]
+
+        code, body = await post(http, "register", {"registrationToken": token, "name": "runner-1"})
+        self.assertEqual(code, 200, body)
+        runner_token = body["runnerToken"]
+        code, body = await post(http, "jobs/request", {"runnerToken": "ptrt-nobody"})
+        self.assertEqual((code, body["code"]), (404, "unknown_runner_token"))
+
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{http}/socket.io/?EIO=4&transport=websocket")
+        factory.protocol, factory.opened = Runner, defer.Deferred()
+        await endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", http).connect(factory)
+        socket = await factory.opened
+        self.addCleanup(socket.dropConnection)
+        self.assertTrue((await socket.frames.get())[1].startswith("0{"))
+        socket.sendMessage(('40/runners,{"runnerToken":"%s"}' % runner_token).encode())
+        self.assertTrue((await socket.frames.get())[1].startswith('40/runners,{"sid":'))
+
+        # another process (here: this one) makes a job pending in the daemon's store
+        store = await Store.open(data_dir=self.data_dir)
+        self.addCleanup(store.close)
+        made = time.monotonic()
+        await store.create_job("vod-web-video-transcoding",
+                               {"input": {"videoFileUrl": "x", "separatedAudioFileUrl": []},
+                                "output": {"resolution": 480, "fps": 30}})
+        heard_at, frame = await socket.frames.get()
+        self.assertEqual(frame, '42/runners,["available-jobs"]')
+        self.assertLess(heard_at - made, 2.0)
+        code, body = await post(http, "jobs/request", {"runnerToken": runner_token})
+        self.assertEqual(code, 200)
+        self.assertEqual([j["type"] for j in body["availableJobs"]], ["vod-web-video-transcoding"])
