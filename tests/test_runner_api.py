@@ -2,6 +2,8 @@
 import io
 import json
 import os
+import shutil
+import tempfile
 import secrets
 
 from twisted.internet import defer, reactor
@@ -78,8 +80,8 @@ class RunnerAPITest(unittest.TestCase):
     timeout = 30
 
     async def asyncSetUp(self, max_upload_bytes=10 * 1024 * 1024):
-        self.tmp = os.path.abspath(self.mktemp())
-        os.makedirs(self.tmp)
+        self.tmp = tempfile.mkdtemp()  # not self.mktemp(): under pytest it lands in the checkout
+        self.addCleanup(shutil.rmtree, self.tmp, True)
         self.files_dir = os.path.join(self.tmp, "files")
         os.makedirs(self.files_dir)
         self.store = await Store.open(data_dir=self.tmp)
