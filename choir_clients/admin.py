@@ -25,6 +25,8 @@ from twisted.python import usage
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobError, JobState, JobType
 
+from .cli import parse_options
+
 DEFAULT_DATA_DIR = "./choir-data"
 DEFAULT_PORT = 8000
 
@@ -496,17 +498,9 @@ async def run(argv, out=None, err=None, now=None):
     """Runs one command; -> the exit status. ``out``/``err`` default to sys.stdout/stderr."""
     out = out or sys.stdout
     err = err or sys.stderr
-    config = Options()
     try:
-        config.parseOptions(argv)
-    except usage.UsageError as e:
-        words, sub = ["choir-admin"], config
-        while getattr(sub, "subCommand", None):
-            words.append(sub.subCommand)
-            sub = sub.subOptions
-        err.write(f"choir-admin: error: {e}\n(see '{' '.join(words)} --help')\n")
-        return 2
-    except SystemExit as e:  # --help
+        config = parse_options(Options(), argv, "choir-admin", err)
+    except SystemExit as e:  # a usage error (2), or --help (0)
         return e.code or 0
     group, leaf = config.subCommand, config.subOptions.subCommand
     store = None

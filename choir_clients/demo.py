@@ -20,6 +20,7 @@ from choir_protocol.constants import FRAMES_PER_CHUNK, SAMPLE_RATE, VOCAL_GROUPS
 from choir_protocol.header import Header
 
 from .calibration import measure_latency
+from .cli import parse_options
 from .devices import EchoDevice
 from .netsim import DelayProxy
 from .signals import best_lag, broadband_track, mono, snr_db
@@ -196,12 +197,7 @@ def report_singers(plan, calibrations, session, track) -> None:
 
 
 def main(argv=None):
-    options = Options()
-    try:
-        options.parseOptions(argv if argv is not None else sys.argv[1:])
-    except usage.UsageError as e:
-        print(f"{options}\nchoir-demo: {e}", file=sys.stderr)
-        sys.exit(2)
+    options = parse_options(Options(), sys.argv[1:] if argv is None else argv, "choir-demo")
     def exit_status(code):
         if code:
             raise SystemExit(code)  # react exits with it

@@ -23,6 +23,7 @@ from choir_protocol import desk
 from choir_protocol.errors import ProtocolError
 from choir_protocol.header import Header
 
+from .cli import plain_reason
 MAX_GAIN = 100.0  # the daemon refuses more (+40 dB)
 MAX_DB = 20 * math.log10(MAX_GAIN)
 CONFIG_PROGRAM = "director"
@@ -186,19 +187,8 @@ async def connect_desk(reactor, host: str, port: int, timeout: float = 5.0) -> D
     try:
         await endpoints.connectProtocol(endpoint, client)
     except (error.ConnectError, error.DNSLookupError, error.TimeoutError) as e:
-        raise DeskError(f"cannot reach the mixing desk at {host}:{port} ({connect_failure(e)})") from None
+        raise DeskError(f"cannot reach the mixing desk at {host}:{port} ({plain_reason(e)})") from None
     return client
-
-
-def connect_failure(e: Exception) -> str:
-    """Why a TCP connection failed, in plain words."""
-    if isinstance(e, error.ConnectionRefusedError):
-        return "connection refused: is the choir server running there, on this port?"
-    if isinstance(e, error.DNSLookupError):
-        return "unknown host name"
-    if isinstance(e, error.TimeoutError):
-        return "no answer"
-    return str(e) or type(e).__name__
 
 
 # -- remembered gains -------------------------------------------------------------------

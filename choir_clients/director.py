@@ -36,7 +36,8 @@ from choir_protocol.events import MixChunk, SessionRefused
 from choir_protocol.header import Header
 
 from . import media
-from .desk_client import (DeskClient, DeskError, RememberedGains, connect_desk, connect_failure,
+from .cli import parse_options, plain_reason
+from .desk_client import (DeskClient, DeskError, RememberedGains, connect_desk,
                           format_gain, run_desk_command)
 
 CLIENT_VERSION = "choir-director 0.1"
@@ -765,7 +766,7 @@ class Session:
             await endpoints.connectProtocol(endpoint, self.director)
         except (error.ConnectError, error.DNSLookupError, error.TimeoutError) as e:
             await desk.stop()
-            self.say(f"Cannot reach the choir server at {host}:{port} ({connect_failure(e)}).")
+            self.say(f"Cannot reach the choir server at {host}:{port} ({plain_reason(e)}).")
             return 1
         self.say(f"Connected to {host}:{port}." + (" Live: your microphone is sent. Ctrl-C to stop."
                                                    if self.source.live else " Ctrl-C to stop early."))
@@ -904,12 +905,7 @@ async def _main(reactor, options, track):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    options = Options()
-    try:
-        options.parseOptions(argv)
-    except usage.UsageError as e:
-        sys.stderr.write(f"choir-director: {e}\nTry choir-director --help.\n")
-        sys.exit(2)
+    options = parse_options(Options(), argv, "choir-director")
     if options.subCommand is None and options["list-devices"]:
         from .devices import DeviceError, list_devices
         try:

@@ -20,7 +20,7 @@ import sys
 import traceback
 
 import numpy as np
-from twisted.internet import defer, endpoints, error, protocol, task, threads
+from twisted.internet import defer, endpoints, protocol, task, threads
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -32,6 +32,7 @@ from choir_protocol.errors import ProtocolError
 from choir_protocol.events import KeepAlive, SessionEnded, SessionStarted, TrackAudio
 from choir_protocol.header import Header
 
+from .cli import parse_options, plain_reason
 from .singer_session import (BUFFER_CHUNKS, ERROR_BUDGET, DeviceUnderrun, DroppedOut, Finished,
                              LateChunk, PlaybackStarted, SingerSession, VoiceChunk)
 from .terminal import SILENCE_DB, LineRenderer, level_bar
@@ -371,7 +372,7 @@ class SingerClient:
             self._connecting = None
             if failure.check(defer.CancelledError) or self._stopping:
                 return
-            self._reconnect_later(_reason(failure))
+            self._reconnect_later(plain_reason(failure))
 
         def connected(_):
             self._connecting = None
@@ -418,7 +419,7 @@ class SingerClient:
         lived = self.reactor.seconds() - (link.made_at or 0)
         if link.received_any or lived >= 5:
             self._backoff = self.backoff_min
-        self._reconnect_later(getattr(link, "drop_reason", None) or _reason(reason))
+        self._reconnect_later(getattr(link, "drop_reason", None) or plain_reason(reason))
 
     def _drop_link(self, reason: str) -> None:
         link = self._link
@@ -642,22 +643,6 @@ class SingerClient:
         self._peak_db = None
 
 
-def _reason(failure) -> str:
-    value = getattr(failure, "value", failure)
-    if isinstance(value, error.ConnectionDone):
-        return "the server closed the connection"
-    if isinstance(value, error.ConnectionLost):
-        return "the connection was lost"
-    if isinstance(value, error.ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(value, error.DNSLookupError):
-        return "unknown host"
-    if isinstance(value, (error.TimeoutError, error.TCPTimedOutError)):
-        return "no answer"
-    text = getattr(failure, "getErrorMessage", lambda: str(value))()
-    return text.strip().rstrip(".") or type(value).__name__
-
-
 # -- commands -------------------------------------------------------------------------------
 
 def _default_device_factory(input_device, output_device):
@@ -809,13 +794,7 @@ async def run(reactor, options, **kwargs) -> int:
 
 
 def parse(argv) -> Options:
-    options = Options()
-    try:
-        options.parseOptions(argv)
-    except usage.UsageError as e:
-        sys.stderr.write(f"choir-singer: {e}\n(choir-singer --help shows the options.)\n")
-        sys.exit(2)
-    return options
+    return parse_options(Options(), argv, "choir-singer")
 
 
 def main(argv=None, *, device_factory=None) -> None:
