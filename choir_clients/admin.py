@@ -7,7 +7,8 @@ the store's change feed (job_events), so the daemon need not be stopped.
     choir-admin tokens create | list | revoke TOKEN
     choir-admin runners list | remove ID_OR_NAME
     choir-admin jobs list [--state ...] [--type ...] | show UUID | cancel UUID
-    choir-admin media list | show ID
+    choir-admin media list | show ID | submit FILE [--name] [--webhook] [--resolutions]
+    choir-admin api-tokens create [--name] | list | revoke TOKEN
 
 Exit status: 0 on success, 1 on an operational error (one line on stderr), 2 on a usage
 error. ``--json`` (before the command) prints JSON for scripts instead of tables.
@@ -19,6 +20,7 @@ import sqlite3
 import sys
 import time
 
+import attrs
 from twisted.internet import defer
 from twisted.python import usage
 
@@ -85,7 +87,11 @@ class _Command(usage.Options):
             if len(args) < len(self.args):
                 raise usage.UsageError(
                     f"missing {' '.join(a.upper() for a in self.args[len(args):])}")
-            raise usage.UsageError(f"unexpected argument(s): {' '.join(args[len(self.args):])}")
+            extra = args[len(self.args):]
+            if any(a.startswith("-") for a in extra):
+                raise usage.UsageError(f"options go before {' '.join(a.upper() for a in self.args)}"
+                                       f" (got {' '.join(extra)} after it)")
+            raise usage.UsageError(f"unexpected argument(s): {' '.join(extra)}")
         for name, value in zip(self.args, args):
             self[name] = value
 
@@ -198,12 +204,71 @@ class MediaShow(_Command):
     args = ("id",)
 
 
+def parse_resolutions(text):
+    try:
+        values = frozenset(int(r) for r in text.split(",") if r.strip())
+    except ValueError:
+        values = frozenset({0})
+    if not values or not values <= set(J.ALL_RESOLUTIONS):
+        raise usage.UsageError("--resolutions: comma-separated, from "
+                               + ", ".join(map(str, J.ALL_RESOLUTIONS)))
+    return values
+
+
+class MediaSubmit(_Command):
+    synopsis = "[--name NAME] [--webhook URL] [--resolutions LIST] FILE"
+    longdesc = ("Submit a video or audio file for publishing: it is probed (what is not media "
+                "is refused), copied into the data directory, and transcoding jobs are made "
+                "for it: web video and HLS at each resolution up to its own (audio gets a "
+                "cover and an audio merge). A running daemon tells its runners at once.")
+    args = ("file",)
+    optParameters = [
+        ["name", "n", None, "Title of the media [default: the file name]."],
+        ["webhook", "w", None, "URL to POST the media's JSON to when all its jobs ended."],
+        ["resolutions", "r", "360,480,720", "Resolutions to make (the smaller side).",
+         parse_resolutions],
+    ]
+
+    def postOptions(self):
+        if self["webhook"] and not self["webhook"].startswith(("http://", "https://")):
+            raise usage.UsageError("--webhook must be an http:// or https:// URL")
+        if isinstance(self["resolutions"], str):
+            self["resolutions"] = parse_resolutions(self["resolutions"])
+
+
 class MediaOptions(_Group):
-    longdesc = ("Media: recordings and uploads, with the files the runners produced. "
-                "(Submitting a media comes with the daemon's HTTP upload endpoint.)")
+    longdesc = ("Media: recordings and uploads, with the files the runners produced. Over "
+                "HTTP: POST /api/v1/media with an API token (see 'api-tokens').")
     subCommands = [
         ["list", None, MediaList, "List media."],
         ["show", None, MediaShow, "Show a media's files and jobs."],
+        ["submit", None, MediaSubmit, "Submit a file to transcode and publish."],
+    ]
+
+
+class ApiTokenCreate(_Command):
+    synopsis = "[--name NAME]"
+    longdesc = "Create an API token for the media HTTP API (uploads and listing)."
+    optParameters = [["name", "n", "api", "What the token is for (shown by 'list')."]]
+
+
+class ApiTokenList(_Command):
+    longdesc = "List API tokens (live ones; --all adds the revoked ones)."
+    optFlags = [["all", "a", "Include revoked tokens."]]
+
+
+class ApiTokenRevoke(_Command):
+    longdesc = "Revoke an API token: the HTTP API refuses it from then on."
+    args = ("token",)
+
+
+class ApiTokensOptions(_Group):
+    longdesc = ("API tokens authorise uploads to the media HTTP API "
+                "(Authorization: Bearer TOKEN).")
+    subCommands = [
+        ["create", None, ApiTokenCreate, "Create an API token."],
+        ["list", None, ApiTokenList, "List API tokens."],
+        ["revoke", None, ApiTokenRevoke, "Revoke an API token."],
     ]
 
 
@@ -221,7 +286,9 @@ class Options(_Group):
         ["tokens", None, TokensOptions, "Registration tokens: create, list, revoke."],
         ["runners", None, RunnersOptions, "Registered runners: list, remove."],
         ["jobs", None, JobsOptions, "Jobs: list, show, cancel."],
-        ["media", None, MediaOptions, "Media: list, show."],
+        ["media", None, MediaOptions, "Media: list, show, submit."],
+        ["api-tokens", None, ApiTokensOptions, "API tokens for HTTP uploads: create, list, "
+                                               "revoke."],
     ]
 
     def getUsage(self, width=None):
@@ -284,8 +351,9 @@ def _resolve(items, value, what, keys=("id",)):
 # -- commands --------------------------------------------------------------------------------
 
 class Admin:
-    def __init__(self, store, out, as_json, now):
+    def __init__(self, store, out, as_json, now, data_dir="."):
         self.store, self.out, self.as_json, self.now = store, out, as_json, now
+        self.data_dir = os.path.abspath(data_dir)
 
     def emit(self, data, text):
         if self.as_json:
@@ -478,8 +546,52 @@ class Admin:
         self.emit(d, "\n".join(lines))
 
 
+    async def media_submit(self, opts):
+        from choir_protocol.publishing import NotMedia
+        from choir_twisted.publisher import submit_media
+        path = opts["file"]
+        if not os.path.isfile(path):
+            raise AdminError(f"no such file {path!r}")
+        name = opts["name"] or os.path.splitext(os.path.basename(path))[0]
+        settings = attrs.evolve(J.DEFAULT_SETTINGS, resolutions=opts["resolutions"])
+        try:
+            media, jobs = await submit_media(self.store, self.data_dir, os.path.abspath(path),
+                                             name, opts["webhook"], settings=settings)
+        except NotMedia as e:
+            raise AdminError(f"{path}: {e}")
+        rows = [[j.uuid, j.type, (j.payload.get("output") or {}).get("resolution"),
+                 j.state.label] for j in jobs]
+        self.emit({"id": media.id, "name": media.name, "probe": media.probe,
+                   "jobs": [{"uuid": j.uuid, "type": j.type, "state": j.state.label,
+                             "resolution": r[2]} for j, r in zip(jobs, rows)]},
+                  f"Media {media.id} ({media.name}): {len(jobs)} jobs\n"
+                  + table(["UUID", "TYPE", "RESOLUTION", "STATE"], rows))
+
+    # API tokens
+    async def api_tokens_create(self, opts):
+        tok = await self.store.create_api_token(opts["name"])
+        self.emit({"token": tok.token, "name": tok.name, "createdAt": J.iso(tok.created_at)},
+                  f"API token: {tok.token}\n\nUpload with:\n\n    curl -H 'Authorization: "
+                  f"Bearer {tok.token}' -F file=@video.mp4 "
+                  f"http://{socket.gethostname()}:{DEFAULT_PORT}/api/v1/media\n")
+
+    async def api_tokens_list(self, opts):
+        tokens = await self.store.list_api_tokens(include_revoked=opts["all"])
+        self.emit([{"token": t.token, "name": t.name, "createdAt": J.iso(t.created_at),
+                    "revoked": t.revoked} for t in tokens],
+                  table(["TOKEN", "NAME", "CREATED", "REVOKED"],
+                        [[t.token, t.name, ago(t.created_at, self.now),
+                          "yes" if t.revoked else "no"] for t in tokens])
+                  if tokens else "No API tokens (create one with 'api-tokens create').")
+
+    async def api_tokens_revoke(self, opts):
+        if not await self.store.revoke_api_token(opts["token"]):
+            raise AdminError(f"unknown or already revoked API token {opts['token']!r}")
+        self.emit({"revoked": opts["token"]}, f"Revoked API token {opts['token']}.")
+
+
 # which commands may create the database (in an existing data directory)
-WRITE_CREATES = {("tokens", "create")}
+WRITE_CREATES = {("tokens", "create"), ("api-tokens", "create"), ("media", "submit")}
 
 
 async def open_store(data_dir, may_create):
@@ -506,8 +618,9 @@ async def run(argv, out=None, err=None, now=None):
     store = None
     try:
         store = await open_store(config["data-dir"], (group, leaf) in WRITE_CREATES)
-        admin = Admin(store, out, config["json"], time.time() if now is None else now)
-        await getattr(admin, f"{group}_{leaf}")(config.subOptions.subOptions)
+        admin = Admin(store, out, config["json"], time.time() if now is None else now,
+                      config["data-dir"])
+        await getattr(admin, f"{group.replace('-', '_')}_{leaf}")(config.subOptions.subOptions)
     except AdminError as e:
         err.write(f"choir-admin: {e}\n")
         return 1

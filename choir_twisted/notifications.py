@@ -11,7 +11,7 @@ import secrets
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.logger import Logger
 from twisted.web import resource
 
@@ -26,7 +26,9 @@ DEBOUNCE = 1.0  # available-jobs at most once a second
 
 
 class RunnerSocket(WebSocketServerProtocol):
-    log = Logger()
+    # Not ``log``: that is autobahn's own (txaio) logger, whose debug calls are no-ops.
+    # Replaced by a twisted Logger, every frame sent wrote a debug line to the daemon's log.
+    _log = Logger()
 
     def onConnect(self, request):
         problem = _query_problem(request.params)
@@ -85,6 +87,34 @@ class RunnerSocket(WebSocketServerProtocol):
         if self.ready:
             self.sendMessage(frame.encode("utf-8"))
 
+    def send_prepared(self, prepared) -> None:
+        """``sendPreparedMessage``, but the frame goes to the kernel at once when nothing is
+        queued before it on a plain TCP connection.
+
+        Twisted's transport holds a write until the reactor's next turn and pays an
+        epoll_ctl on each side of the send; autobahn's sendData formats a debug message per
+        frame. For a broadcast to a thousand runners that was most of the time, and the first
+        runner heard nothing before the last frame was queued. Anything else (TLS, a frame
+        compressed per connection, bytes already waiting, a connection closing) takes the
+        ordinary way."""
+        t = self.transport
+        if (self._perMessageCompress is not None or self.send_queue
+                or not isinstance(t, tcp.Connection) or t.TLS or not t.connected
+                or t.disconnecting or t._writeDisconnected or t._tempDataLen
+                or len(t.dataBuffer) > t.offset):
+            self.sendPreparedMessage(prepared)
+            return
+        data = prepared.payloadHybi
+        try:
+            sent = t.socket.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # let the transport meet (and report) the error
+            sent = 0
+        self.trafficStats.outgoingOctetsWireLevel += len(data)
+        if sent < len(data):
+            t.write(data[sent:])
+
     def _schedule_ping(self):
         self._ping_timer = self.hub.clock.callLater(self.hub.ping_interval, self._ping)
 
@@ -101,7 +131,7 @@ class RunnerSocket(WebSocketServerProtocol):
         self._fail(f"no pong within {self.hub.ping_timeout:g} s")
 
     def _fail(self, reason: str):
-        self.log.warn("Dropping runner socket {peer}: {reason}", peer=self.peer, reason=reason)
+        self._log.warn("Dropping runner socket {peer}: {reason}", peer=self.peer, reason=reason)
         self.hub.remove(self)
         self.dropConnection(abort=True)
 
@@ -177,7 +207,7 @@ class NotificationHub:
         prepared = self.factory.prepareMessage(frame.encode("utf-8"))  # framed once for all
         for socket in list(self.sockets):
             if socket.ready:
-                socket.sendPreparedMessage(prepared)
+                socket.send_prepared(prepared)
 
     def resource(self) -> resource.Resource:
         return SocketIOResource(self)

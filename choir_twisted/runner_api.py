@@ -10,16 +10,19 @@ Choices
       {"inputs": {"max-quality": path, "max-quality-audio": path, "preview": path,
                   "task-files": {filename: path}}}
 
-  A relative path is taken relative to ``files_dir``. When ``max-quality`` is absent the
+  A relative path is taken relative to ``files_dir``; ``{"job": uuid, "file": role}``
+  names another job's stored output (a child transcodes its parent's max-quality file).
+  When ``max-quality`` is absent the
   job's media ``path`` (the recorded/uploaded source) is served instead. ``videoId`` must be
   the job's ``media_id`` (or its uuid for a job without media). A file is served only to the
   runner holding the job (runner token + job token, ``check_job_token``) while it is
   processing; it is streamed from disk with a ``FileSender`` (16 kB at a time, pull
   producer), never read into memory. A missing file is a 404 ``file_not_found`` problem.
-* Success files are written to ``files_dir/media/<media_id or job uuid>/<job uuid>-<field>
-  <ext>`` (``field``: videoFile, resolutionPlaylistFile, vttFile; ``ext`` from the uploaded
-  file name, else .mp4/.m3u8/.vtt), recorded as ``output`` media files when the job has a
-  media, and listed with ``payload[inputLanguage]`` under ``private_payload["result"]``.
+* Success files are written to ``files_dir/media/<media_id or job uuid>/`` under the names
+  of ``publishing.output_name`` (``720p.mp4``, ``hls/720p.m3u8`` + ``hls/720p-fragmented.mp4``;
+  the extension from the uploaded file name), recorded as ``output`` media files when the
+  job has a media, and listed with ``payload[inputLanguage]`` under
+  ``private_payload["result"]``. An HLS playlist is rewritten to name the stored video file.
 * Multipart bodies are parsed by our own streaming parser (``parse_multipart``) from the
   request's body file, in a thread, in two passes: the fields first (tokens are checked
   before a byte is written), then the wanted files are copied out. Twisted's own in-memory
@@ -52,6 +55,7 @@ from twisted.web import resource, server
 
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobError, JobState, JobType
+from choir_protocol.publishing import output_name, rename_segments
 from choir_twisted.store import StaleJob
 
 log = Logger()
@@ -60,6 +64,7 @@ PREFIX = "/api/v1/runners"
 DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 ** 3  # 8 GiB
 MAX_JSON_BYTES = 1024 ** 2
 MAX_FIELD_BYTES = 64 * 1024
+MAX_PLAYLIST_BYTES = 4 * 1024 ** 2
 MAX_AVAILABLE_JOBS = 10
 CHUNK = 64 * 1024
 
@@ -318,7 +323,22 @@ class _Written:
     field: str
     role: str
     path: str
+    name: str  # relative to the media's directory
     size: int = 0
+
+
+def _point_playlist_at_video(sinks, wanted):
+    """An HLS runner's playlist names its own file; ours has the name we stored it under."""
+    playlist = sinks.get("payload[resolutionPlaylistFile]")
+    video = wanted.get("payload[videoFile]")
+    if playlist is None or video is None or "payload[videoFile]" not in sinks:
+        return
+    with open(playlist.name, encoding="utf-8", errors="replace") as f:
+        text = f.read(MAX_PLAYLIST_BYTES + 1)
+    if len(text) > MAX_PLAYLIST_BYTES:
+        raise JobError("payload_too_large", 413, "resolution playlist too large")
+    with open(playlist.name, "w", encoding="utf-8") as f:
+        f.write(rename_segments(text, os.path.basename(video.path)))
 
 
 # -- the API ---------------------------------------------------------------------------------
@@ -335,15 +355,16 @@ class RunnerAPI:
 
     # -- the resource tree --
 
-    def resource(self) -> resource.Resource:
-        """The Klein app at /, with /socket.io/ -> the notification hub."""
-        return _Root(self.app.resource(), self.hub.resource())
+    def resource(self, media=None) -> resource.Resource:
+        """The Klein app at /, with /socket.io/ -> the notification hub and, given a
+        ``media`` resource, /api/v1/media -> it."""
+        return _Root(self.app.resource(), self.hub.resource(), media)
 
     def request_factory(self):
         return type("LimitedRequest", (LimitedRequest,), {"max_body": self.max_upload_bytes})
 
-    def site(self, **kw) -> server.Site:
-        return server.Site(self.resource(), requestFactory=self.request_factory(), **kw)
+    def site(self, media=None, **kw) -> server.Site:
+        return server.Site(self.resource(media), requestFactory=self.request_factory(), **kw)
 
     # -- plumbing --
 
@@ -383,9 +404,9 @@ class RunnerAPI:
         job = await self.store.get_job(uuid)
         return runner, J.check_job_token(job, job_token, runner.id, uuid)
 
-    async def _save(self, transition):
+    async def _save(self, transition, previous=None):
         try:
-            await self.store.save(transition, now=self.now())
+            await self.store.save(transition, now=self.now(), previous=previous)
         except StaleJob:
             current = await self.store.get_job(transition.job.uuid)
             if current is None:
@@ -447,7 +468,7 @@ class RunnerAPI:
         body = _json_body(request)
         reason = _string(body, "reason")
         _, job = await self._processing_job(request, body, uuid)
-        await self._save(J.abort(job, self.now(), reason))
+        await self._save(J.abort(job, self.now(), reason), job)
         return _no_content(request)
 
     @app.route(PREFIX + "/jobs/<string:uuid>/update", methods=["POST"])
@@ -466,7 +487,7 @@ class RunnerAPI:
             if isinstance(progress, bool) or not isinstance(progress, int):
                 raise bad_request("field progress must be an integer")
         _, job = await self._processing_job(request, body, uuid)
-        await self._save(J.update(job, self.now(), progress))
+        await self._save(J.update(job, self.now(), progress), job)
         return _no_content(request)
 
     @app.route(PREFIX + "/jobs/<string:uuid>/error", methods=["POST"])
@@ -476,7 +497,7 @@ class RunnerAPI:
         message = _string(body, "message", max_len=100000)
         _, job = await self._processing_job(request, body, uuid)
         children = await self.store.children(uuid)
-        await self._save(J.error(job, message, self.now(), children))
+        await self._save(J.error(job, message, self.now(), children), job)
         return _no_content(request)
 
     @app.route(PREFIX + "/jobs/<string:uuid>/success", methods=["POST"])
@@ -504,15 +525,19 @@ class RunnerAPI:
             tr = J.success(job, self.now(), await self.store.children(uuid))
             tr = attrs.evolve(tr, job=attrs.evolve(
                 tr.job, private_payload={**job.private_payload, "result": result}))
-            await self._save(tr)
+            await self._save(tr, job)
         except BaseException:
             for w in written:
                 _unlink(w.path)
             raise
         if job.media_id is not None:
+            existing = await self.store.media_files(job.media_id, "output")
             for w in written:
-                await self.store.add_media_file(job.media_id, "output", os.path.basename(w.path),
-                                                w.path, w.size, now=self.now())
+                for f in existing:
+                    if f.name == w.name:  # a rendition made again replaces the old record
+                        await self.store.delete_media_file(f.id)
+                await self.store.add_media_file(job.media_id, "output", w.name, w.path, w.size,
+                                                now=self.now())
         return _no_content(request)
 
     async def _write_files(self, request, job, files) -> list:
@@ -521,25 +546,28 @@ class RunnerAPI:
         for field, filename in files.items():
             if field in SUCCESS_FILES:
                 role, default_ext = SUCCESS_FILES[field]
-                path = os.path.join(directory, f"{job.uuid}-{role}{_safe_ext(filename, default_ext)}")
-                wanted[field] = _Written(field, role, path)
+                name = output_name(job.type, job.payload, role, _safe_ext(filename, default_ext))
+                wanted[field] = _Written(field, role, os.path.join(directory, name), name)
 
         def copy():
-            os.makedirs(directory, exist_ok=True)
+            for w in wanted.values():
+                os.makedirs(os.path.dirname(w.path), exist_ok=True)
             sinks = {}
 
             def open_file(name, filename):
                 w = wanted.get(name)
                 if w is None or name in sinks:
                     return None
-                sinks[name] = tempfile.NamedTemporaryFile(dir=directory, prefix=".upload-",
-                                                          delete=False)
+                sinks[name] = tempfile.NamedTemporaryFile(dir=os.path.dirname(w.path),
+                                                          prefix=".upload-", delete=False)
                 return sinks[name]
             try:
                 request.content.seek(0)
                 parse_multipart(request.content, _content_type(request), open_file)
-                for name, sink in sinks.items():
+                for sink in sinks.values():
                     sink.close()
+                _point_playlist_at_video(sinks, wanted)
+                for name, sink in sinks.items():
                     wanted[name].size = os.path.getsize(sink.name)
                     os.replace(sink.name, wanted[name].path)
             except BaseException:
@@ -583,6 +611,10 @@ class RunnerAPI:
             path = (inputs.get("task-files") or {}).get(filename)
         else:
             path = inputs.get(key)
+        if isinstance(path, dict):  # another job's output: {"job": uuid, "file": role}
+            source = await self.store.get_job(str(path.get("job")))
+            result = (source.private_payload.get("result") or {}) if source else {}
+            path = (result.get("files") or {}).get(path.get("file"))
         if path is None and key == "max-quality" and job.media_id is not None:
             media = await self.store.get_media(job.media_id)
             path = media.path if media is not None else None
@@ -627,17 +659,21 @@ def _unlink(path):
 
 
 class _Root(resource.Resource):
-    """/socket.io/ goes to the hub; every other path to the Klein app (which sees it whole)."""
+    """/socket.io/ goes to the hub, /api/v1/media to the media API; every other path to the
+    runner API's Klein app. Klein apps see the path whole."""
 
-    def __init__(self, app_resource, socketio_resource):
+    def __init__(self, app_resource, socketio_resource, media_resource=None):
         super().__init__()
         self._app = app_resource
         self._socketio = socketio_resource
+        self._media = media_resource
 
     def getChildWithDefault(self, name, request):
         if name == b"socket.io":
             return self._socketio
         request.postpath.insert(0, request.prepath.pop())
+        if self._media is not None and request.postpath[:3] == [b"api", b"v1", b"media"]:
+            return self._media
         return self._app
 
     def render(self, request):

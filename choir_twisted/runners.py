@@ -15,19 +15,30 @@ from twisted.logger import Logger
 
 from choir_protocol import jobs as J
 
+from .media_api import MediaAPI
 from .notifications import NotificationHub
-from .runner_api import RunnerAPI
+from .publisher import Publisher
+from .runner_api import DEFAULT_MAX_UPLOAD_BYTES, RunnerAPI
 from .store import StaleJob, Store
 
 WATCHDOG_SECONDS = 10.0
 FEED_SECONDS = 0.5
+SESSIONS_SECONDS = 5.0
 
 
 class RunnerService(service.Service):
     log = Logger()
 
-    def __init__(self, reactor, endpoint: str, data_dir: str, clock=time.time):
+    def __init__(self, reactor, endpoint: str, data_dir: str, clock=time.time, *,
+                 watchdog_interval=WATCHDOG_SECONDS, vod_stalled_after=J.VOD_STALLED_AFTER,
+                 live_stalled_after=J.LIVE_STALLED_AFTER, publishing=None,
+                 max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
         self.reactor = reactor
+        self.publishing = dict(publishing or {})  # Publisher's keyword arguments
+        self.max_upload_bytes = max_upload_bytes
+        self.watchdog_interval = watchdog_interval
+        self.stalled_after = {"vod_timeout": vod_stalled_after,
+                              "live_timeout": live_stalled_after}
         self.endpoint = endpoint
         self.data_dir = data_dir
         self.clock = clock
@@ -41,15 +52,25 @@ class RunnerService(service.Service):
         os.makedirs(self.data_dir, exist_ok=True)
         self.store = yield Store.open(data_dir=self.data_dir, clock=self.clock)
         self.hub = NotificationHub(self.reactor, self._authenticate)
-        self.api = RunnerAPI(self.store, self.hub, self.data_dir, self.reactor)  # .seconds() clock
+        self.api = RunnerAPI(self.store, self.hub, self.data_dir, self.reactor,  # .seconds()
+                             max_upload_bytes=self.max_upload_bytes)
         self._seq = yield self.store.last_event()
         endpoint = endpoints.serverFromString(self.reactor, self.endpoint)
-        self.port = yield endpoint.listen(self.api.site())
-        for seconds, work in ((WATCHDOG_SECONDS, self._watchdog), (FEED_SECONDS, self._watch_feed)):
+        self.publishing.setdefault("sessions_dir", os.path.join(self.data_dir, "sessions"))
+        self.publisher = Publisher(self.store, self.hub, self.data_dir, self.reactor,
+                                   **self.publishing)
+        self.media_api = MediaAPI(self.store, self.publisher, self.data_dir,
+                                  self.api.max_upload_bytes)
+        self.port = yield endpoint.listen(self.api.site(self.media_api.resource()))
+        for seconds, work, now in ((self.watchdog_interval, self._watchdog, False),
+                                   (FEED_SECONDS, self._watch_feed, False),
+                                   (SESSIONS_SECONDS, self.publisher.scan_sessions, True)):
             loop = task.LoopingCall(self._guarded, work)
             loop.clock = self.reactor
-            loop.start(seconds, now=False)
+            loop.start(seconds, now=now)
             self._loops.append(loop)
+        # what ended, or failed to be told, while the daemon was down
+        self._guarded(self.publisher.catch_up)
         self.log.info("Runner API listening on {endpoint}", endpoint=self.endpoint)
 
     @defer.inlineCallbacks
@@ -76,19 +97,19 @@ class RunnerService(service.Service):
     @defer.inlineCallbacks
     def _guarded(self, work):
         try:
-            yield work()
+            yield defer.ensureDeferred(work())
         except Exception:
             self.log.failure("Runner housekeeping failed")
 
     @defer.inlineCallbacks
     def _watchdog(self):
         now = self.clock()
-        for job in (yield self.store.stalled_jobs(now)):
-            transition = J.stalled(job, now)
+        for job in (yield self.store.stalled_jobs(now, **self.stalled_after)):
+            transition = J.stalled(job, now, **self.stalled_after)
             if transition is None:
                 continue
             try:
-                yield self.store.save(transition)
+                yield self.store.save(transition, previous=job)
             except StaleJob:
                 continue  # its runner spoke up meanwhile
             self.log.warn("Job {uuid} stalled (no update from its runner): back to pending",
@@ -99,3 +120,5 @@ class RunnerService(service.Service):
         self._seq, changes = yield self.store.changed_since(self._seq)
         if any(state is J.JobState.PENDING for _, state in changes):
             self.hub.notify_available_jobs()
+        if changes:
+            yield defer.ensureDeferred(self.publisher.jobs_changed(changes))

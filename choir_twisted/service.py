@@ -1,11 +1,13 @@
 """``twistd choir``: options and the service tree."""
 import os
 
+import attrs
 from twisted.application import service, strports
 from twisted.internet import defer, reactor, threads
 from twisted.python import usage
 
 from choir_protocol.constants import MIX_WINDOW_CHUNKS
+from choir_protocol.jobs import ALL_RESOLUTIONS, DEFAULT_SETTINGS
 
 from .protocols import DeskProtocol, DirectorProtocol, RoomFactory, SingerProtocol
 from .room import TICK, Room
@@ -32,6 +34,17 @@ class Options(usage.Options):
                                                 "run ahead of a late one before the late one is "
                                                 "left out of the mix.", int],
         ["tick", None, TICK, "Seconds between mixing passes (latency against CPU).", float],
+        ["choir-name", None, "Choir rehearsal", "Title on the generated cover of each "
+                                                "published recording."],
+        ["cover", None, None, "An image to use as the cover of every published recording "
+                              "instead of the generated waveform."],
+        ["resolutions", None, "360,480,720", "Resolutions (the smaller side, comma-separated, "
+                                             f"from {','.join(map(str, ALL_RESOLUTIONS))}) "
+                                             "to publish recordings and uploads at."],
+        ["webhook", None, None, "URL to POST a media's JSON to when all its jobs have ended "
+                                "(an upload's own webhook field takes precedence)."],
+        ["public-url", None, None, "The URL this daemon's HTTP endpoint is reached at, for "
+                                   "absolute links in webhooks [default: relative links]."],
     ]
     optFlags = [
         ["no-record", None, "Do not record sessions."],
@@ -47,6 +60,19 @@ class Options(usage.Options):
             raise usage.UsageError("--mix-window must be at least 1 chunk")
         if not 0.001 <= self["tick"] <= 0.5:
             raise usage.UsageError("--tick must be between 0.001 and 0.5 seconds")
+        try:
+            resolutions = {int(r) for r in self["resolutions"].split(",") if r.strip()}
+        except ValueError:
+            resolutions = {0}
+        if not resolutions or not resolutions <= set(ALL_RESOLUTIONS):
+            raise usage.UsageError("--resolutions: comma-separated, from "
+                                   + ", ".join(map(str, ALL_RESOLUTIONS)))
+        self["resolutions"] = frozenset(resolutions)
+        if self["cover"] is not None and not os.path.isfile(self["cover"]):
+            raise usage.UsageError(f"--cover: no such file {self['cover']}")
+        for url in ("webhook", "public-url"):
+            if self[url] is not None and not self[url].startswith(("http://", "https://")):
+                raise usage.UsageError(f"--{url} must be an http:// or https:// URL")
 
 
 STOP_WAIT_SECONDS = 60
@@ -91,7 +117,15 @@ def makeService(options, clock=reactor) -> service.MultiService:
         listener.setServiceParent(top)
     if not options["no-runners"]:
         from .runners import RunnerService
-        runners = RunnerService(clock, options["http"], os.path.abspath(options["data-dir"]))
+        publishing = dict(
+            settings=attrs.evolve(DEFAULT_SETTINGS, resolutions=options["resolutions"]),
+            choir_name=options["choir-name"], webhook=options["webhook"],
+            public_url=options["public-url"],
+            cover=os.path.abspath(options["cover"]) if options["cover"] else None)
+        if data_dir is None:
+            publishing["sessions_dir"] = None  # nothing recorded, nothing to publish
+        runners = RunnerService(clock, options["http"], os.path.abspath(options["data-dir"]),
+                                publishing=publishing)
         runners.setName("runners")
         runners.setServiceParent(top)
         top.runners = runners

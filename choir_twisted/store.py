@@ -12,19 +12,28 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 import time
 import uuid as uuidlib
 
 import attrs
 from twisted.enterprise import adbapi
+from twisted.internet import defer
 
 from choir_protocol import jobs as J
 from choir_protocol.jobs import Job, JobError, JobState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# (version, statements) that bring a store of the version before up to it
+MIGRATIONS = [
+    (2, ["ALTER TABLE media ADD COLUMN ended_at REAL",
+         "ALTER TABLE media ADD COLUMN webhook_sent_at REAL",
+         "ALTER TABLE media ADD COLUMN webhook_error TEXT"]),
+]
 DB_NAME = "choir.sqlite3"
 RUNNER_TOKEN_PREFIX = "ptrt-"
 REGISTRATION_TOKEN_PREFIX = "ptrrt-"
+API_TOKEN_PREFIX = "choir-"
 CONTACT_REFRESH = 30.0
 
 SCHEMA = [
@@ -38,7 +47,12 @@ SCHEMA = [
         ip TEXT, last_contact REAL, created_at REAL NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS media (
         id TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('recording', 'upload')),
-        name TEXT NOT NULL, path TEXT, probe TEXT, webhook TEXT, created_at REAL NOT NULL)""",
+        name TEXT NOT NULL, path TEXT, probe TEXT, webhook TEXT, created_at REAL NOT NULL,
+        ended_at REAL, webhook_sent_at REAL, webhook_error TEXT)""",
+    "CREATE INDEX IF NOT EXISTS media_path ON media (path)",
+    """CREATE TABLE IF NOT EXISTS api_tokens (
+        token TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0)""",
     """CREATE TABLE IF NOT EXISTS media_files (
         id TEXT PRIMARY KEY, media_id TEXT NOT NULL REFERENCES media(id) ON DELETE CASCADE,
         role TEXT NOT NULL CHECK (role IN ('input', 'output')), name TEXT NOT NULL,
@@ -78,6 +92,14 @@ class RegistrationToken:
 
 
 @attrs.frozen
+class ApiToken:
+    token: str
+    name: str
+    created_at: float
+    revoked: bool
+
+
+@attrs.frozen
 class Runner:
     id: str
     name: str
@@ -99,6 +121,9 @@ class Media:
     probe: dict | None
     webhook: str | None
     created_at: float
+    ended_at: float | None = None  # when its last job reached a final state
+    webhook_sent_at: float | None = None
+    webhook_error: str | None = None
 
 
 @attrs.frozen
@@ -114,6 +139,9 @@ class MediaFile:
 
 def _open_sqlite(conn):
     conn.execute("PRAGMA journal_mode=WAL")
+    # Under WAL, NORMAL syncs at checkpoints, not at every commit: a commit survives the
+    # process crashing; only an OS crash or power cut may lose the last ones.
+    conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
 
@@ -136,16 +164,24 @@ def _job_values(job: Job) -> tuple:
 class Store:
     paramstyle = "?"  # a psycopg backend sets "%s"
 
-    def __init__(self, pool: adbapi.ConnectionPool, clock=time.time):
+    def __init__(self, pool: adbapi.ConnectionPool, clock=time.time, read_path=None):
         self.pool = pool
         self.clock = clock
+        # The hot reads (runner by token, pending jobs, a job, the change feed) run at once
+        # on the reactor's thread, on a connection of their own (SQLite: ``read_path``),
+        # instead of queueing behind the pool's thread: see ``_reader_conn``.
+        self._read_path = read_path
+        self._reader = None
+        self._data_version = None
+        self._runner_cache = {}  # runner token -> Runner, while nothing was committed
+        self._pending_cache = {}  # (job types, limit) -> [Job], likewise
 
     @classmethod
     def sqlite(cls, path: str | None = None, data_dir: str = ".", clock=time.time) -> "Store":
         path = path or os.path.join(data_dir, DB_NAME)
         pool = adbapi.ConnectionPool("sqlite3", path, check_same_thread=False, cp_min=1,
                                      cp_max=1, cp_openfun=_open_sqlite)
-        return cls(pool, clock)
+        return cls(pool, clock, read_path=path)
 
     @classmethod
     async def open(cls, path: str | None = None, data_dir: str = ".", clock=time.time):
@@ -158,6 +194,9 @@ class Store:
         if not getattr(self, "_closed", False):
             self._closed = True
             self.pool.close()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -171,14 +210,92 @@ class Store:
     def _interact(self, fn, *args, **kw):
         return self.pool.runInteraction(fn, *args, **kw)
 
+    # Reads on the reactor's thread. SQLite in WAL mode never makes a reader wait for a
+    # writer, and these reads are indexed lookups of a few rows, so running them at once is
+    # cheaper than the two thread hops of the pool. The connection is read-only and never
+    # waits (busy timeout 0): should it ever be busy, the read goes through the pool.
+    # ``PRAGMA data_version`` changes whenever another connection (the pool's, or another
+    # process's, e.g. choir-admin) commits: the caches are dropped then, so they never
+    # answer with anything older than the last commit.
+
+    def _reader_conn(self):
+        """The reactor thread's read connection, or None (not SQLite, closed, or called
+        from another thread)."""
+        if (self._read_path is None or getattr(self, "_closed", False)
+                or threading.get_ident() != threading.main_thread().ident):
+            return None
+        if self._reader is None:
+            conn = sqlite3.connect(self._read_path, timeout=0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA query_only=ON")
+            self._reader = conn
+        return self._reader
+
+    def _fresh(self, conn) -> bool:
+        """True when nothing was committed since the caches were filled; else drops them."""
+        version = conn.execute("PRAGMA data_version").fetchall()[0][0]
+        if version == self._data_version:
+            return True
+        self._data_version = version
+        self._runner_cache.clear()
+        self._pending_cache.clear()
+        return False
+
+    def data_version(self):
+        """A number that changes whenever anyone commits to the store (None: unknown)."""
+        conn = self._reader_conn()
+        if conn is None:
+            return None
+        try:
+            self._fresh(conn)
+        except sqlite3.Error:
+            return None
+        return self._data_version
+
+    def _read(self, fn, *args):
+        """``fn(cursor, *args)``, a read, at once on the read connection when there is one;
+        else (or if that connection is busy) through the pool. -> Deferred."""
+        conn = self._reader_conn()
+        if conn is None:
+            return self._interact(fn, *args)
+        cur = conn.cursor()
+        try:
+            result = fn(cur, *args)
+        except sqlite3.Error:
+            return self._interact(fn, *args)
+        except Exception:
+            return defer.fail()
+        finally:
+            cur.close()  # resets its statement: no read transaction stays open
+        return defer.succeed(result)
+
     def create_schema(self):
         def go(cur):
+            fresh = not self._has_table(cur, "schema_version")
+            version = SCHEMA_VERSION
+            if not fresh:
+                row = self._x(cur, "SELECT version FROM schema_version").fetchone()
+                version = row[0] if row else SCHEMA_VERSION
+            for target, statements in MIGRATIONS:  # before the DDL: it may add indexes
+                if version < target:
+                    for sql in statements:
+                        cur.execute(sql)
             for ddl in SCHEMA:
                 cur.execute(ddl)
             if self._x(cur, "SELECT version FROM schema_version").fetchone() is None:
                 self._x(cur, "INSERT INTO schema_version (version) VALUES (?)",
                         (SCHEMA_VERSION,))
+            elif version < SCHEMA_VERSION:
+                self._x(cur, "UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"the store is of schema version {version}, newer than "
+                                   f"this program's {SCHEMA_VERSION}: upgrade choir")
         return self._interact(go)
+
+    def _has_table(self, cur, name) -> bool:
+        # SQLite's catalogue; a PostgreSQL backend asks information_schema.tables
+        return self._x(cur, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                       (name,)).fetchone() is not None
 
     def journal_mode(self):
         return self._interact(lambda cur: cur.execute("PRAGMA journal_mode").fetchone()[0])
@@ -264,6 +381,21 @@ class Store:
         """-> Runner, refreshing last_contact and ip at most every 30 s;
         JobError unknown_runner_token 404 otherwise."""
         now = self.clock() if now is None else now
+        conn = self._reader_conn()
+        if conn is not None:  # a cached or read-at-once runner that needs no refresh
+            try:
+                runner = self._runner_cache.get(token) if self._fresh(conn) else None
+                if runner is None:
+                    rows = conn.execute(self._RUNNER + " WHERE token = ?", (token,)).fetchall()
+                    if not rows:
+                        return defer.fail(JobError("unknown_runner_token", 404,
+                                                   "unknown runner token"))
+                    runner = self._runner_cache[token] = Runner(*rows[0])
+            except sqlite3.Error:
+                pass
+            else:
+                if runner.last_contact is not None and now - runner.last_contact < CONTACT_REFRESH:
+                    return defer.succeed(runner)
 
         def go(cur):
             row = self._x(cur, self._RUNNER + " WHERE token = ?", (token,)).fetchone()
@@ -288,12 +420,18 @@ class Store:
         row = self._x(cur, _JOB_SELECT + " WHERE uuid = ?", (uuid,)).fetchone()
         return _job_from_row(row) if row else None
 
-    def _save(self, cur, job: Job, expected_state, now):
+    def _save(self, cur, job: Job, expected_state, now, previous: Job | None = None):
         cols = [c for c in JOB_COLUMNS if c != "uuid"]
         values = dict(zip(JOB_COLUMNS, _job_values(job)))
         sets = ", ".join(f"{c} = ?" for c in cols)
-        n = self._x(cur, f"UPDATE jobs SET {sets} WHERE uuid = ? AND state = ?",
-                    [values[c] for c in cols] + [job.uuid, int(expected_state)]).rowcount
+        where, args = "uuid = ? AND state = ?", [job.uuid, int(expected_state)]
+        if previous is not None:
+            # the very record the transition was computed from: an update (same state) or a
+            # new accept in between makes it stale, so it cannot be overwritten unseen
+            where += " AND updated_at = ? AND COALESCE(job_token, '') = ?"
+            args += [previous.updated_at, previous.job_token or ""]
+        n = self._x(cur, f"UPDATE jobs SET {sets} WHERE {where}",
+                    [values[c] for c in cols] + args).rowcount
         if n != 1:
             raise StaleJob(f"job {job.uuid} is no longer {JobState(expected_state).label}")
         self._event(cur, job, now)
@@ -325,25 +463,26 @@ class Store:
         spec's parent_uuid may name a job created earlier in the same list."""
         now = self.clock() if now is None else now
 
-        def go(cur):
-            out = []
-            for spec in specs:
-                spec = dict(spec)
-                parent = None
-                if spec.get("parent_uuid") is not None:
-                    parent = self._get(cur, spec.pop("parent_uuid"))
-                    if parent is None:
-                        raise J.unknown_job("parent")
-                spec.pop("parent_uuid", None)
-                tr = J.new_job(spec.pop("uuid", None) or str(uuidlib.uuid4()), spec.pop("type"),
-                               spec.pop("payload"), now, parent=parent, **spec)
-                self._insert(cur, tr.job, now)
-                out.append(tr)
-            return out
-        return self._interact(go)
+        return self._interact(self._create_jobs, specs, now)
+
+    def _create_jobs(self, cur, specs, now):
+        out = []
+        for spec in specs:
+            spec = dict(spec)
+            parent = None
+            if spec.get("parent_uuid") is not None:
+                parent = self._get(cur, spec.pop("parent_uuid"))
+                if parent is None:
+                    raise J.unknown_job("parent")
+            spec.pop("parent_uuid", None)
+            tr = J.new_job(spec.pop("uuid", None) or str(uuidlib.uuid4()), spec.pop("type"),
+                           spec.pop("payload"), now, parent=parent, **spec)
+            self._insert(cur, tr.job, now)
+            out.append(tr)
+        return out
 
     def get_job(self, uuid):
-        return self._interact(self._get, uuid)
+        return self._read(self._get, uuid)
 
     def list_jobs(self, states=None, types=None, limit=None):
         def go(cur):
@@ -369,12 +508,32 @@ class Store:
         return sql, args
 
     def pending_jobs(self, job_types=None, limit=10):
-        """Pending jobs, lowest priority number first, then the oldest."""
+        """Pending jobs, lowest priority number first, then the oldest.
+
+        Cached until the next commit by anyone (see ``_fresh``): the same Job records may
+        be answered again, so do not change their payloads."""
         def go(cur):
             sql, args = self._filters(_JOB_SELECT, [], [JobState.PENDING], job_types)
             sql += f" ORDER BY priority, created_at, uuid LIMIT {int(limit)}"
             return [_job_from_row(r) for r in self._x(cur, sql, args).fetchall()]
-        return self._interact(go)
+        conn = self._reader_conn()
+        if conn is None:
+            return self._interact(go)
+        key = (tuple(job_types) if job_types else None, int(limit))
+        try:
+            jobs = self._pending_cache.get(key) if self._fresh(conn) else None
+            if jobs is None:
+                cur = conn.cursor()
+                try:
+                    jobs = go(cur)
+                finally:
+                    cur.close()
+                if len(self._pending_cache) >= 64:  # job type lists come from the runners
+                    self._pending_cache.clear()
+                self._pending_cache[key] = jobs
+        except sqlite3.Error:
+            return self._interact(go)
+        return defer.succeed(list(jobs))
 
     def accept(self, uuid, runner_id, now=None):
         """-> the processing Job with a new ptrjt- token. The UPDATE is a compare-and-set
@@ -393,14 +552,15 @@ class Store:
             return tr.job
         return self._interact(go)
 
-    def save(self, transition: J.Transition, now=None):
-        """Writes a transition: the job (checked against its previous state) and the
-        children it changed (checked to be still waiting), in one transaction.
+    def save(self, transition: J.Transition, now=None, previous: Job | None = None):
+        """Writes a transition: the job (checked against its previous state, and against
+        the whole ``previous`` record it was computed from when given) and the children it
+        changed (checked to be still waiting), in one transaction.
         Raises StaleJob (and writes nothing) if any of them changed meanwhile."""
         now = self.clock() if now is None else now
 
         def go(cur):
-            self._save(cur, transition.job, transition.previous_state, now)
+            self._save(cur, transition.job, transition.previous_state, now, previous)
             for child in transition.children:
                 self._save(cur, child, JobState.WAITING_FOR_PARENT_JOB, now)
             return transition
@@ -427,7 +587,7 @@ class Store:
 
     def last_event(self):
         """The current value of the monotonic job-event counter."""
-        return self._interact(lambda cur: self._x(
+        return self._read(lambda cur: self._x(
             cur, "SELECT COALESCE(MAX(seq), 0) FROM job_events").fetchone()[0])
 
     def changed_since(self, seq):
@@ -438,11 +598,12 @@ class Store:
             if not rows:
                 return seq, []
             return rows[-1][0], [(u, JobState(s)) for _, u, s in rows]
-        return self._interact(go)
+        return self._read(go)
 
     # -- media -----------------------------------------------------------------------------
 
-    _MEDIA = "SELECT id, kind, name, path, probe, webhook, created_at FROM media"
+    _MEDIA = ("SELECT id, kind, name, path, probe, webhook, created_at, ended_at, "
+              "webhook_sent_at, webhook_error FROM media")
     _FILE = "SELECT id, media_id, role, name, path, size, created_at FROM media_files"
 
     @staticmethod
@@ -451,16 +612,36 @@ class Store:
         row[4] = json.loads(row[4]) if row[4] is not None else None
         return Media(*row)
 
-    def create_media(self, kind, name, path=None, probe=None, webhook=None, now=None):
-        media = Media(str(uuidlib.uuid4()), kind, name, path, probe, webhook,
+    def create_media(self, kind, name, path=None, probe=None, webhook=None, now=None,
+                     media_id=None):
+        media = Media(media_id or str(uuidlib.uuid4()), kind, name, path, probe, webhook,
                       self.clock() if now is None else now)
 
+        return self._interact(self._insert_media, media)
+
+    def _insert_media(self, cur, media):
+        self._x(cur, "INSERT INTO media (id, kind, name, path, probe, webhook, created_at)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (media.id, media.kind, media.name, media.path,
+                 None if media.probe is None else json.dumps(media.probe), media.webhook,
+                 media.created_at))
+        return media
+
+    def publish_media(self, kind, name, path, inputs, job_specs, *, probe=None, webhook=None,
+                      media_id=None, now=None):
+        """A media, its input files ([path]) and its jobs, in one transaction: no media
+        without its jobs, whatever crashes. -> (Media, [Transition])."""
+        now = self.clock() if now is None else now
+        media = Media(media_id or str(uuidlib.uuid4()), kind, name, path, probe, webhook, now)
+
         def go(cur):
-            self._x(cur, "INSERT INTO media (id, kind, name, path, probe, webhook, created_at)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (media.id, kind, name, path, None if probe is None else json.dumps(probe),
-                     webhook, media.created_at))
-            return media
+            self._insert_media(cur, media)
+            for f in inputs:
+                self._insert_file(cur, MediaFile(str(uuidlib.uuid4()), media.id, "input",
+                                                 os.path.basename(f), f, os.path.getsize(f),
+                                                 now))
+            return media, self._create_jobs(
+                cur, [{"media_id": media.id, **spec} for spec in job_specs], now)
         return self._interact(go)
 
     def get_media(self, media_id):
@@ -488,9 +669,12 @@ class Store:
     def add_media_file(self, media_id, role, name, path, size=None, now=None):
         f = MediaFile(str(uuidlib.uuid4()), media_id, role, name, path, size,
                       self.clock() if now is None else now)
-        return self._interact(lambda cur: (self._x(
-            cur, "INSERT INTO media_files (id, media_id, role, name, path, size, created_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)", attrs.astuple(f)), f)[1])
+        return self._interact(self._insert_file, f)
+
+    def _insert_file(self, cur, f: MediaFile):
+        self._x(cur, "INSERT INTO media_files (id, media_id, role, name, path, size, created_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)", attrs.astuple(f))
+        return f
 
     def media_files(self, media_id, role=None):
         def go(cur):
@@ -503,3 +687,61 @@ class Store:
     def delete_media_file(self, file_id):
         return self._interact(lambda cur: self._x(
             cur, "DELETE FROM media_files WHERE id = ?", (file_id,)).rowcount == 1)
+
+    def media_by_path(self, path):
+        def go(cur):
+            row = self._x(cur, self._MEDIA + " WHERE path = ?", (path,)).fetchone()
+            return self._media(row) if row else None
+        return self._interact(go)
+
+    def media_jobs(self, media_id):
+        return self._interact(lambda cur: [_job_from_row(r) for r in self._x(
+            cur, _JOB_SELECT + " WHERE media_id = ? ORDER BY created_at, "
+                               "parent_uuid IS NOT NULL, uuid",
+            (media_id,)).fetchall()])
+
+    def mark_media_ended(self, media_id, now=None):
+        """True for the one caller that marks it (compare-and-set on ended_at IS NULL)."""
+        now = self.clock() if now is None else now
+        return self._interact(lambda cur: self._x(
+            cur, "UPDATE media SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
+            (now, media_id)).rowcount == 1)
+
+    def media_awaiting_webhook(self):
+        """Media whose jobs all ended but whose webhook has not been delivered."""
+        return self._interact(lambda cur: [self._media(r) for r in self._x(
+            cur, self._MEDIA + " WHERE ended_at IS NOT NULL AND webhook_sent_at IS NULL "
+                               "ORDER BY ended_at").fetchall()])
+
+    def set_webhook_outcome(self, media_id, sent_at=None, error=None):
+        return self._interact(lambda cur: self._x(
+            cur, "UPDATE media SET webhook_sent_at = ?, webhook_error = ? WHERE id = ?",
+            (sent_at, error, media_id)))
+
+    # -- API tokens (uploads over HTTP) --------------------------------------------------------
+
+    def create_api_token(self, name, now=None):
+        token = API_TOKEN_PREFIX + secrets.token_hex(16)
+        now = self.clock() if now is None else now
+        return self._interact(lambda cur: (self._x(
+            cur, "INSERT INTO api_tokens (token, name, created_at, revoked) VALUES (?, ?, ?, 0)",
+            (token, name, now)), ApiToken(token, name, now, False))[1])
+
+    def list_api_tokens(self, include_revoked=False):
+        def go(cur):
+            sql = "SELECT token, name, created_at, revoked FROM api_tokens"
+            if not include_revoked:
+                sql += " WHERE revoked = 0"
+            return [ApiToken(t, n, c, bool(r))
+                    for t, n, c, r in self._x(cur, sql + " ORDER BY created_at").fetchall()]
+        return self._interact(go)
+
+    def revoke_api_token(self, token):
+        return self._interact(lambda cur: self._x(
+            cur, "UPDATE api_tokens SET revoked = 1 WHERE token = ? AND revoked = 0",
+            (token,)).rowcount == 1)
+
+    def api_token_valid(self, token):
+        return self._interact(lambda cur: self._x(
+            cur, "SELECT 1 FROM api_tokens WHERE token = ? AND revoked = 0",
+            (token,)).fetchone() is not None)

@@ -214,9 +214,9 @@ class RunnerAPITest(unittest.TestCase):
         self.assertEqual(stored.state, JobState.COMPLETED)
         files = await self.store.media_files(job.media_id, role="output")
         self.assertEqual(len(files), 1)
-        expected = os.path.join(self.files_dir, "media", job.media_id,
-                                f"{job.uuid}-videoFile.mp4")
+        expected = os.path.join(self.files_dir, "media", job.media_id, "720p.mp4")
         self.assertEqual(files[0].path, expected)
+        self.assertEqual(files[0].name, "720p.mp4")
         self.assertEqual(files[0].size, len(video))
         with open(expected, "rb") as f:
             self.assertEqual(f.read(), video)
@@ -253,7 +253,7 @@ class RunnerAPITest(unittest.TestCase):
                                 [("payload[vttFile]", "subs.vtt", b"WEBVTT\n")])
         a = await self.post(f"{P}/jobs/{job.uuid}/success", raw=body, content_type=ctype)
         self.assertEqual(a.code, 204, a.body)
-        path = os.path.join(self.files_dir, "media", job.uuid, f"{job.uuid}-vttFile.vtt")
+        path = os.path.join(self.files_dir, "media", job.uuid, "subtitles.vtt")
         self.assertEqual(self.files_on_disk(), [path])
         stored = await self.store.get_job(job.uuid)
         self.assertEqual(stored.private_payload["result"]["inputLanguage"], "fr")

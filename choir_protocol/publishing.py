@@ -1,0 +1,241 @@
+"""What to transcode, sans-IO: the jobs for a recording or an uploaded media, output names,
+HLS playlists.
+
+A media is published as PeerTube does it: one *max-quality* job first (an audio merge of the
+recording's mix with a cover image, or a web-video transcoding of an uploaded video), then,
+as its children (they wait in state 5 until it completes), the other renditions, made from
+the parent's output: HLS at every resolution of the ladder, and web video at the lower ones.
+Nothing is made above the source's own resolution.
+
+Job specs are the dicts ``Store.create_jobs`` takes. A child's ``max-quality`` input names
+its parent's output (``{"job": uuid, "file": "videoFile"}``), resolved when the runner asks.
+"""
+import re
+import uuid as uuidlib
+
+import attrs
+
+from . import jobs as J
+from .jobs import JobType, TranscodingSettings
+
+RECORDING_PRIORITY = J.DEFAULT_PRIORITY
+CHILD_PRIORITY = J.DEFAULT_PRIORITY + 10  # the max-quality renditions of other media first
+
+
+class NotMedia(ValueError):
+    """The file has no audio or video stream anyone could publish."""
+
+
+@attrs.frozen
+class Probe:
+    """What ``ffprobe`` tells of a file, reduced to what the ladder needs."""
+
+    duration: float
+    width: int | None = None  # None: no video stream (audio only)
+    height: int | None = None
+    fps: float | None = None
+    has_audio: bool = False
+    format: str = ""
+
+    @property
+    def has_video(self) -> bool:
+        return self.width is not None
+
+    def to_json(self) -> dict:
+        return attrs.asdict(self)
+
+
+_STILL_CODECS = {"mjpeg", "png", "bmp", "gif", "webp", "tiff"}
+
+
+def _rate(text) -> float | None:
+    try:
+        num, _, den = str(text).partition("/")
+        value = float(num) / float(den or 1)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if value > 0 else None
+
+
+def probe_from_ffprobe(info: dict) -> Probe:
+    """Reduces ``ffmpeg.probe()``'s answer; raises NotMedia for anything not publishable.
+
+    Cover art in an audio file (an attached picture) is not a video stream."""
+    streams = info.get("streams") or []
+    fmt = info.get("format") or {}
+    video = [s for s in streams if s.get("codec_type") == "video"
+             and not (s.get("disposition") or {}).get("attached_pic")
+             and s.get("codec_name") not in _STILL_CODECS]
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
+    if not video and not audio:
+        raise NotMedia("the file has no audio or video stream")
+    try:
+        duration = float(fmt.get("duration") or (video or audio)[0].get("duration") or 0)
+    except ValueError:
+        duration = 0.0
+    if duration <= 0:
+        raise NotMedia("the file has no duration (a still image, or an empty stream?)")
+    if not video:
+        return Probe(duration, has_audio=True, format=fmt.get("format_name", ""))
+    v = video[0]
+    width, height = int(v.get("width") or 0), int(v.get("height") or 0)
+    if width <= 0 or height <= 0:
+        raise NotMedia("the video stream has no picture size")
+    if int((v.get("tags") or {}).get("rotate", 0) or 0) % 180 == 90:
+        width, height = height, width
+    fps = _rate(v.get("avg_frame_rate")) or _rate(v.get("r_frame_rate")) or 25.0
+    return Probe(duration, width, height, round(fps, 3), bool(audio), fmt.get("format_name", ""))
+
+
+# -- the plan -----------------------------------------------------------------------------------
+
+def _uuid() -> str:
+    return str(uuidlib.uuid4())
+
+
+def _hls_jobs(parent: str, media_id: str, targets) -> list:
+    out = []
+    for resolution, fps in targets:
+        uuid = _uuid()
+        out.append(dict(type=JobType.VOD_HLS, uuid=uuid, parent_uuid=parent, media_id=media_id,
+                        priority=CHILD_PRIORITY,
+                        payload=J.hls_payload("", uuid, media_id, resolution, fps),
+                        private_payload={"inputs": {"max-quality": {"job": parent,
+                                                                    "file": "videoFile"}}}))
+    return out
+
+
+def recording_jobs(media_id: str, audio_path: str, cover_path: str,
+                   settings: TranscodingSettings = J.DEFAULT_SETTINGS) -> list:
+    """An audio merge (audio + cover -> MP4 at the ladder's top, PeerTube's audio-merge fps),
+    then HLS at every resolution of the ladder, made from the merged MP4."""
+    top = max(settings.resolutions)
+    fps = settings.fps_audio_merge
+    merge = _uuid()
+    specs = [dict(type=JobType.VOD_AUDIO_MERGE, uuid=merge, media_id=media_id,
+                  priority=RECORDING_PRIORITY,
+                  payload=J.audio_merge_payload("", merge, media_id, top, fps),
+                  private_payload={"inputs": {"max-quality": audio_path,
+                                              "preview": cover_path}})]
+    ladder = sorted(settings.resolutions, reverse=True)
+    return specs + _hls_jobs(merge, media_id, [(r, fps) for r in ladder])
+
+
+def upload_jobs(media_id: str, probe: Probe, source_path: str, cover_path: str | None = None,
+                settings: TranscodingSettings = J.DEFAULT_SETTINGS) -> list:
+    """A video: web video at the max quality, then HLS at each target and web video at the
+    lower ones. Audio only: as a recording (needs ``cover_path``)."""
+    if not probe.has_video:
+        if cover_path is None:
+            raise ValueError("an audio-only media needs a cover image")
+        return recording_jobs(media_id, source_path, cover_path, settings)
+    targets = J.transcoding_targets(probe.width, probe.height, probe.fps, settings)
+    (top, top_fps), lower = targets[0], targets[1:]
+    parent = _uuid()
+    specs = [dict(type=JobType.VOD_WEB_VIDEO, uuid=parent, media_id=media_id,
+                  priority=RECORDING_PRIORITY,
+                  payload=J.web_video_payload("", parent, media_id, top, top_fps),
+                  private_payload={"inputs": {"max-quality": source_path}})]
+    specs += _hls_jobs(parent, media_id, targets)
+    for resolution, fps in lower:
+        uuid = _uuid()
+        specs.append(dict(type=JobType.VOD_WEB_VIDEO, uuid=uuid, parent_uuid=parent,
+                          media_id=media_id, priority=CHILD_PRIORITY,
+                          payload=J.web_video_payload("", uuid, media_id, resolution, fps),
+                          private_payload={"inputs": {"max-quality": {"job": parent,
+                                                                      "file": "videoFile"}}}))
+    return specs
+
+
+# -- outputs ------------------------------------------------------------------------------------
+
+def output_name(job_type: str, payload: dict, role: str, ext: str) -> str:
+    """The published name of a job's output, relative to the media's directory:
+    ``720p.mp4``, ``hls/720p.m3u8`` + ``hls/720p-fragmented.mp4``, ``subtitles.vtt``."""
+    resolution = (payload.get("output") or {}).get("resolution")
+    tag = f"{int(resolution)}p" if isinstance(resolution, (int, float)) else "output"
+    if job_type == JobType.VOD_HLS:
+        return f"hls/{tag}.m3u8" if role == "resolutionPlaylistFile" else f"hls/{tag}-fragmented{ext}"
+    if role == "vttFile":
+        return f"subtitles{ext}"
+    return f"{tag}{ext}"
+
+
+_URI_ATTR = re.compile(r'(URI=")([^"]*)(")')
+
+
+def rename_segments(playlist: str, new_name: str) -> str:
+    """A runner's playlist names its own file; ours is stored as ``new_name``. Every segment
+    line and EXT-X-MAP URI is pointed at it (single-file fragmented MP4 HLS)."""
+    out = []
+    for line in playlist.splitlines():
+        if line.startswith("#EXT-X-MAP:"):
+            line = _URI_ATTR.sub(lambda m: m.group(1) + new_name + m.group(3), line)
+        elif line and not line.startswith("#"):
+            line = new_name
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+@attrs.frozen
+class Variant:
+    playlist: str  # relative to the master playlist
+    width: int
+    height: int
+    fps: float
+    bandwidth: int  # bits per second
+
+
+def master_playlist(variants) -> str:
+    """The master playlist over the resolution playlists, highest first."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for v in sorted(variants, key=lambda v: v.height * v.width, reverse=True):
+        lines.append(f"#EXT-X-STREAM-INF:BANDWIDTH={max(1, v.bandwidth)},"
+                     f"RESOLUTION={v.width}x{v.height},FRAME-RATE={v.fps:.3f}")
+        lines.append(v.playlist)
+    return "\n".join(lines) + "\n"
+
+
+# -- how a media stands -------------------------------------------------------------------------
+
+def media_state(jobs) -> str:
+    """processing (jobs still to end), completed, partial (some renditions failed), failed,
+    or none (no jobs)."""
+    if not jobs:
+        return "none"
+    if any(j.state not in J.FINAL_STATES for j in jobs):
+        return "processing"
+    done = sum(j.state is J.JobState.COMPLETED for j in jobs)
+    return "completed" if done == len(jobs) else "partial" if done else "failed"
+
+
+def describe_media(media, jobs, files, url_prefix: str = "") -> dict:
+    """The JSON of a media for the HTTP API and the webhook. ``url_prefix``: where
+    ``/api/v1/media`` lives (an absolute URL for a webhook, "" for relative links)."""
+    base = f"{url_prefix.rstrip('/')}/api/v1/media/{media.id}"
+
+    def job_view(j):
+        output = (j.payload.get("output") or {})
+        return {"uuid": j.uuid, "type": j.type,
+                "state": {"id": int(j.state), "label": j.state.label},
+                "progress": j.progress, "failures": j.failures, "error": j.error,
+                "resolution": output.get("resolution"), "fps": output.get("fps"),
+                "parentUuid": j.parent_uuid}
+
+    def file_view(f):
+        return {"name": f.name, "role": f.role, "size": f.size, "url": f"{base}/files/{f.name}"}
+
+    outputs = [f for f in files if f.role == "output"]
+    master = next((f for f in outputs if f.name == MASTER_PLAYLIST), None)
+    return {
+        "id": media.id, "kind": media.kind, "name": media.name,
+        "state": media_state(jobs), "createdAt": J.iso(media.created_at),
+        "endedAt": J.iso(media.ended_at), "probe": media.probe,
+        "hlsUrl": file_view(master)["url"] if master else None,
+        "jobs": [job_view(j) for j in jobs],
+        "inputs": [file_view(f) for f in files if f.role == "input"],
+        "outputs": [file_view(f) for f in outputs],
+    }
+
+
+MASTER_PLAYLIST = "hls/master.m3u8"

@@ -1,0 +1,169 @@
+"""The media HTTP API (/api/v1/media), on Klein, beside the runner API on the same port.
+
+    POST /api/v1/media              upload (multipart: file, name?, webhook?)    API token
+    GET  /api/v1/media              list every media                             API token
+    GET  /api/v1/media/{id}         one media: state, jobs, inputs, outputs, hlsUrl
+    GET  /api/v1/media/{id}/files/{name}   download a file (Range requests work)
+
+API tokens (``choir-admin api-tokens create``) travel as ``Authorization: Bearer``. A
+media's own pages need none: its id, a random uuid, is the capability (PeerTube's unlisted
+videos work the same way), so an HLS player can follow the playlists' relative links.
+Refusals are application/problem+json, as in the runner API.
+"""
+import functools
+import os
+import re
+import tempfile
+
+from klein import Klein
+from twisted.internet import threads
+from twisted.logger import Logger
+from twisted.web import static
+
+from choir_protocol import publishing as P
+from choir_protocol.jobs import JobError
+
+from .runner_api import (MultipartError, _content_type, _is_multipart, _problem, _json,
+                         bad_request, parse_multipart, too_large)
+
+log = Logger()
+
+PREFIX = "/api/v1/media"
+CONTENT_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".mp4": "video/mp4",
+                 ".flac": "audio/flac", ".vtt": "text/vtt", ".png": "image/png"}
+MAX_NAME = 200
+
+
+def unauthorized() -> JobError:
+    return JobError("unauthorized", 401, "a valid API token is required "
+                                         "(Authorization: Bearer TOKEN; choir-admin api-tokens create)")
+
+
+def unknown_media(media_id) -> JobError:
+    return JobError("unknown_media", 404, f"no media {media_id}")
+
+
+def _problems(fn):
+    @functools.wraps(fn)
+    async def wrapper(self, request, *args, **kw):
+        request.setHeader(b"access-control-allow-origin", b"*")
+        try:
+            if getattr(request, "body_too_large", False):
+                raise too_large(self.max_upload_bytes)
+            return await fn(self, request, *args, **kw)
+        except JobError as e:
+            return None if request.startedWriting else _problem(request, e)
+        except Exception:
+            log.failure("Media API {path} failed", path=request.path)
+            if request.startedWriting:
+                return None
+            return _problem(request, JobError("internal_error", 500, "internal server error"))
+    return wrapper
+
+
+def _webhook(value):
+    if value is None or value == "":
+        return None
+    if not re.fullmatch(r"https?://[^\s]{1,2000}", value):
+        raise bad_request("webhook must be an http:// or https:// URL")
+    return value
+
+
+class MediaAPI:
+    app = Klein()
+
+    def __init__(self, store, publisher, files_dir, max_upload_bytes):
+        self.store = store
+        self.publisher = publisher
+        self.files_dir = files_dir
+        self.max_upload_bytes = max_upload_bytes
+
+    def resource(self):
+        return self.app.resource()
+
+    async def _authorize(self, request):
+        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip() \
+                or not await self.store.api_token_valid(token.strip()):
+            request.setHeader(b"www-authenticate", b'Bearer realm="choir"')
+            raise unauthorized()
+
+    async def _describe(self, media):
+        return P.describe_media(media, await self.store.media_jobs(media.id),
+                                await self.store.media_files(media.id))
+
+    @app.route(PREFIX, methods=["POST"])
+    @_problems
+    async def upload(self, request):
+        await self._authorize(request)  # before a byte of the body is looked at
+        if not _is_multipart(request):
+            raise bad_request("upload with multipart/form-data: a 'file' part, "
+                              "optional 'name' and 'webhook' fields")
+        uploads = os.path.join(self.files_dir, "uploads")
+        os.makedirs(uploads, exist_ok=True)
+        sink = {}
+
+        def open_file(name, filename):
+            if name != "file" or "file" in sink:
+                return None
+            ext = os.path.splitext(os.path.basename(filename or ""))[1][:11]
+            sink["file"] = tempfile.NamedTemporaryFile(dir=uploads, prefix=".upload-",
+                                                       suffix=ext, delete=False)
+            sink["filename"] = filename
+            return sink["file"]
+
+        def receive():
+            request.content.seek(0)
+            try:
+                return parse_multipart(request.content, _content_type(request), open_file)
+            finally:
+                if "file" in sink:
+                    sink["file"].close()
+        try:
+            try:
+                fields, _ = await threads.deferToThread(receive)
+            except MultipartError as e:
+                raise bad_request(f"bad multipart body: {e}")
+            if "file" not in sink:
+                raise bad_request("no 'file' part in the upload")
+            default = os.path.splitext(os.path.basename(sink["filename"] or ""))[0] or "upload"
+            name = (fields.get("name") or default).strip()[:MAX_NAME] or default
+            try:
+                media, jobs = await self.publisher.submit(
+                    sink["file"].name, name, _webhook(fields.get("webhook")), move=True)
+            except P.NotMedia as e:
+                raise JobError("not_media", 400, str(e))
+        finally:
+            if "file" in sink and os.path.exists(sink["file"].name):
+                os.unlink(sink["file"].name)
+        return _json(request, await self._describe(media), 201)
+
+    @app.route(PREFIX, methods=["GET"])
+    @_problems
+    async def list_media(self, request):
+        await self._authorize(request)
+        media = await self.store.list_media()
+        return _json(request, {"total": len(media),
+                               "data": [await self._describe(m) for m in media]})
+
+    @app.route(PREFIX + "/<string:media_id>", methods=["GET"])
+    @_problems
+    async def show(self, request, media_id):
+        media = await self.store.get_media(media_id)
+        if media is None:
+            raise unknown_media(media_id)
+        return _json(request, await self._describe(media))
+
+    @app.route(PREFIX + "/<string:media_id>/files/<path:name>", methods=["GET", "HEAD"])
+    @_problems
+    async def download(self, request, media_id, name):
+        files = [f for f in await self.store.media_files(media_id) if f.name == name]
+        if not files or not os.path.isfile(files[-1].path):
+            if await self.store.get_media(media_id) is None:
+                raise unknown_media(media_id)
+            raise JobError("file_not_found", 404, f"media {media_id} has no file {name}")
+        leaf = static.File(files[-1].path, defaultType="application/octet-stream")
+        leaf.contentTypes = {**leaf.contentTypes, **CONTENT_TYPES}
+        leaf.isLeaf = True
+        return leaf  # static.File streams it, with HEAD and Range

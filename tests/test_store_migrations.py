@@ -1,0 +1,113 @@
+"""Store: compare-and-set against the whole record, schema migrations, media publishing."""
+import os
+import shutil
+import sqlite3
+import tempfile
+
+from twisted.trial import unittest
+
+from choir_protocol import jobs as J
+from choir_protocol.jobs import JobState, JobType
+from choir_twisted.store import DB_NAME, SCHEMA_VERSION, StaleJob, Store
+
+T0 = 1_700_000_000.0
+
+
+class StoreRaceTest(unittest.TestCase):
+    timeout = 30
+
+    async def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.store = await Store.open(data_dir=self.dir)
+        self.addCleanup(self.store.close)
+
+    async def processing(self, runner_name="r1"):
+        reg = await self.store.create_registration_token(now=T0)
+        runner = await self.store.register_runner(reg.token, runner_name, now=T0)
+        tr = await self.store.create_job(JobType.VOD_HLS, {}, now=T0)
+        return runner, await self.store.accept(tr.job.uuid, runner.id, now=T0)
+
+    async def test_the_watchdog_loses_to_an_update_made_after_it_looked(self):
+        _, job = await self.processing()
+        seen = job  # what the watchdog read
+        await self.store.save(J.update(job, T0 + 100, 50), now=T0 + 100, previous=job)
+        stalled = J.stalled(seen, T0 + 200)
+        with self.assertRaises(StaleJob):
+            await self.store.save(stalled, now=T0 + 200, previous=seen)
+        now = await self.store.get_job(job.uuid)
+        self.assertEqual((now.state, now.progress, now.job_token),
+                         (JobState.PROCESSING, 50, job.job_token))
+
+    async def test_a_late_update_cannot_bring_back_an_old_token(self):
+        runner, job = await self.processing()
+        await self.store.save(J.abort(job, T0 + 1), now=T0 + 1, previous=job)
+        again = await self.store.accept(job.uuid, runner.id, now=T0 + 2)
+        with self.assertRaises(StaleJob):  # computed from the first accept's record
+            await self.store.save(J.update(job, T0 + 3, 10), now=T0 + 3, previous=job)
+        self.assertEqual((await self.store.get_job(job.uuid)).job_token, again.job_token)
+
+
+class MigrationTest(unittest.TestCase):
+    timeout = 30
+
+    async def test_a_version_1_store_is_brought_up_to_date_keeping_its_rows(self):
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, DB_NAME)
+        db = sqlite3.connect(path)  # the schema as version 1 made it
+        db.executescript("""
+            CREATE TABLE schema_version (version INTEGER NOT NULL);
+            INSERT INTO schema_version VALUES (1);
+            CREATE TABLE media (id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL,
+                path TEXT, probe TEXT, webhook TEXT, created_at REAL NOT NULL);
+            INSERT INTO media VALUES ('m1', 'upload', 'old song', '/x.mp3', NULL, NULL, 1.0);
+        """)
+        db.commit()
+        db.close()
+        store = await Store.open(path)
+        self.addCleanup(store.close)
+        media = await store.get_media("m1")
+        self.assertEqual((media.name, media.ended_at, media.webhook_sent_at), ("old song", None, None))
+        self.assertTrue(await store.mark_media_ended("m1", now=5.0))
+        self.assertFalse(await store.mark_media_ended("m1", now=6.0))
+        self.assertEqual((await store.get_media("m1")).ended_at, 5.0)
+        version = await store.pool.runQuery("SELECT version FROM schema_version")
+        self.assertEqual(version, [(SCHEMA_VERSION,)])
+
+    async def test_a_newer_store_is_refused(self):
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, DB_NAME)
+        db = sqlite3.connect(path)
+        db.executescript(f"CREATE TABLE schema_version (version INTEGER NOT NULL);"
+                         f"INSERT INTO schema_version VALUES ({SCHEMA_VERSION + 1});")
+        db.commit()
+        db.close()
+        store = Store.sqlite(path)
+        self.addCleanup(store.close)
+        with self.assertRaisesRegex(RuntimeError, "newer"):
+            await store.create_schema()
+
+
+class PublishMediaTest(unittest.TestCase):
+    timeout = 30
+
+    async def test_media_files_and_jobs_in_one_transaction(self):
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        store = await Store.open(data_dir=directory)
+        self.addCleanup(store.close)
+        source = os.path.join(directory, "a.flac")
+        with open(source, "wb") as f:
+            f.write(b"x" * 10)
+        bad = [dict(type=JobType.VOD_HLS, payload={}, parent_uuid="missing")]
+        with self.assertRaises(J.JobError):
+            await store.publish_media("upload", "a", source, [source], bad)
+        self.assertEqual(await store.list_media(), [])  # rolled back whole
+        media, transitions = await store.publish_media(
+            "upload", "a", source, [source], [dict(type=JobType.VOD_HLS, payload={})])
+        self.assertEqual([f.size for f in await store.media_files(media.id, "input")], [10])
+        self.assertEqual([j.uuid for j in await store.media_jobs(media.id)],
+                         [transitions[0].job.uuid])
+        self.assertEqual(await store.media_by_path(source), media)
