@@ -645,7 +645,10 @@ class RunnerAPI:
         except Exception:
             if not request.startedWriting:
                 raise
-            # the runner went away mid-file: nothing more to say to it
+            # the runner went away mid-file: nothing more to say to it, and the sender
+            # must not stay registered on a finished request
+            if request.producer is not None:
+                request.unregisterProducer()
         finally:
             f.close()
         return None
