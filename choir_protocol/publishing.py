@@ -20,6 +20,7 @@ from .jobs import JobType, TranscodingSettings
 
 RECORDING_PRIORITY = J.DEFAULT_PRIORITY
 CHILD_PRIORITY = J.DEFAULT_PRIORITY + 10  # the max-quality renditions of other media first
+MASTER_PLAYLIST = "hls/master.m3u8"
 
 
 class NotMedia(ValueError):
@@ -209,6 +210,14 @@ def media_state(jobs) -> str:
     return "completed" if done == len(jobs) else "partial" if done else "failed"
 
 
+def _shown_state(media, jobs) -> str:
+    """Its jobs' state, but processing until the daemon has finished it (master playlist
+    written, ``ended_at`` set): a client seeing "completed" finds every output there."""
+    state = media_state(jobs)
+    return "processing" if state not in ("processing", "none") and media.ended_at is None \
+        else state
+
+
 def describe_media(media, jobs, files, url_prefix: str = "") -> dict:
     """The JSON of a media for the HTTP API and the webhook. ``url_prefix``: where
     ``/api/v1/media`` lives (an absolute URL for a webhook, "" for relative links)."""
@@ -229,7 +238,7 @@ def describe_media(media, jobs, files, url_prefix: str = "") -> dict:
     master = next((f for f in outputs if f.name == MASTER_PLAYLIST), None)
     return {
         "id": media.id, "kind": media.kind, "name": media.name,
-        "state": media_state(jobs), "createdAt": J.iso(media.created_at),
+        "state": _shown_state(media, jobs), "createdAt": J.iso(media.created_at),
         "endedAt": J.iso(media.ended_at), "probe": media.probe,
         "hlsUrl": file_view(master)["url"] if master else None,
         "jobs": [job_view(j) for j in jobs],
@@ -237,5 +246,3 @@ def describe_media(media, jobs, files, url_prefix: str = "") -> dict:
         "outputs": [file_view(f) for f in outputs],
     }
 
-
-MASTER_PLAYLIST = "hls/master.m3u8"

@@ -148,6 +148,7 @@ class Publisher:
         self.retry_delays = tuple(retry_delays)
         self._seen = set()  # session ids published, or never to be
         self._sending = set()
+        self._ending = set()  # media being finished (one at a time each)
 
     # -- recordings --
 
@@ -212,12 +213,21 @@ class Publisher:
             await self.media_maybe_ended(media_id)
 
     async def media_maybe_ended(self, media_id):
-        jobs = await self.store.media_jobs(media_id)
-        if not jobs or any(j.state not in J.FINAL_STATES for j in jobs):
+        if media_id in self._ending:
             return False
-        if not await self.store.mark_media_ended(media_id):
-            return False  # someone else did
-        await self._write_master_playlist(media_id, jobs)
+        self._ending.add(media_id)
+        try:
+            jobs = await self.store.media_jobs(media_id)
+            if not jobs or any(j.state not in J.FINAL_STATES for j in jobs):
+                return False
+            if (await self.store.get_media(media_id)).ended_at is not None:
+                return False
+            # the playlist first: a media is shown ended only once it is all there
+            await self._write_master_playlist(media_id, jobs)
+            if not await self.store.mark_media_ended(media_id):
+                return False
+        finally:
+            self._ending.discard(media_id)
         media = await self.store.get_media(media_id)
         log.info("Media {id} ended: {state}", id=media_id, state=P.media_state(jobs))
         self.deliver(media)
