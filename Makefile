@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := ffmpeg libportaudio2 jackd2 systemd
+APT_PACKAGES := ffmpeg fonts-dejavu-core libportaudio2 jackd2 systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test run bench system-packages clean

@@ -5,7 +5,9 @@ Starts a daemon in-process (or uses --server), then N real singer clients
 plays after a given device latency, calibrated the way a singer calibrates, and
 each behind a simulated network link with its own delay and jitter. A director
 plays a backing track (a file, or a generated one) and the demo reports where
-each singer landed in the mix: 0 samples off when all is right.
+each singer landed in the mix: 0 samples off when all is right. Then the recording
+is published as the daemon publishes it, to an in-process choir-runner: an MP4 of the
+mix with its cover, and HLS.
 """
 import io
 import os
@@ -60,6 +62,10 @@ class Options(usage.Options):
         ["server", None, None, "Use the daemon on this host instead of starting one."],
         ["singer-port", None, 8868, "Singer port of --server.", int],
         ["director-port", None, 8878, "Director port of --server.", int],
+    ]
+    optFlags = [
+        ["no-publish", None, "Do not publish the recording (by default an in-process runner "
+                             "turns it into an MP4 and HLS, as remote runners do)."],
     ]
 
     def postOptions(self):
@@ -168,6 +174,9 @@ async def run(reactor, options):
     if session is not None and session.recorder is not None:
         print(f"\nRecordings (mix.flac, one FLAC per singer, session.json): {session.recorder.directory}")
     await defer.gatherResults([client.stop() for client in clients])
+    if session is not None and session.recorder is not None and not options["no-publish"]:
+        from .demo_publish import publish
+        await publish(reactor, os.path.abspath(options["data-dir"]), session.recorder.directory)
     return 0
 
 

@@ -27,9 +27,27 @@ def test_demo_runs_a_rehearsal_and_everyone_lands_at_lag_zero(tmp_path):
     assert "Mix: 172 of 172 chunks, offset 0 samples" in result.stdout
     (session,) = (data / "sessions").iterdir()
     assert sorted(p.name for p in session.iterdir()) == [
-        "mix.flac", "session.json", "singer-001-singer1-Soprano.flac",
+        "cover.png", "mix.flac", "session.json", "singer-001-singer1-Soprano.flac",
         "singer-002-singer2-Mezzo.flac", "singer-003-singer3-Alto.flac"]
     assert (tmp_path / "mix.wav").stat().st_size > 172 * 512 * 2
+    # then published by an in-process runner: the MP4 and the HLS renditions
+    assert "  completed in " in result.stdout, result.stdout
+    (media,) = (data / "media").iterdir()
+    assert sorted(p.name for p in media.iterdir()) == ["720p.mp4", "hls"]
+    assert sorted(p.name for p in (media / "hls").iterdir()) == sorted(
+        ["master.m3u8"] + [f"{r}p{suffix}" for r in (360, 480, 720)
+                           for suffix in (".m3u8", "-fragmented.mp4")])
+    assert f"720p.mp4           {media / '720p.mp4'}" in result.stdout
+
+
+def test_demo_without_publishing(tmp_path):
+    result = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "choir-demo"), "--singers", "1",
+         "--seconds", "1", "-d", str(tmp_path), "--no-publish"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Publishing" not in result.stdout
+    assert not (tmp_path / "media").exists()
 
 
 def test_demo_explains_bad_options():

@@ -1,11 +1,14 @@
 """The systemd units in contrib/ and socket activation of the real daemon.
 
-The socket-activation tests start ``systemd-socket-activate``, which binds the three
+The socket-activation tests start ``systemd-socket-activate``, which binds the four
 listening sockets and execs ``twistd choir`` in place with LISTEN_FDS, LISTEN_PID and
 LISTEN_FDNAMES set, as systemd does for contrib/choir.socket. They then speak the
-rehearsal protocol on each port and check in /proc that the daemon listens only on the
+rehearsal protocol on the singers, director and desk ports and HTTP (the runner API and
+the media API) on the fourth, and check in /proc that the daemon listens only on the
 sockets it inherited. They fail (never skip) when the systemd tools are missing.
 """
+import http.client
+import json
 import os
 import re
 import shlex
@@ -30,7 +33,7 @@ CONTRIB = ROOT / "contrib"
 INSTALLED_TWISTD = "/opt/choir/venv/bin/twistd"
 INSTALLED_DATA_DIR = "/var/lib/choir"
 DROPIN_PATH = "/etc/systemd/system/choir.service.d/socket-activation.conf"
-ROLES = ("singers", "director", "desk")
+ROLES = ("singers", "director", "desk", "http")  # the order of choir.socket
 DEADLINE = 10.0  # seconds for any one step; a run normally takes about two
 
 
@@ -184,7 +187,7 @@ class SocketActivated:
         else:
             self.fail("systemd-socket-activate did not report its listening sockets")
         # Before any connection it is still systemd-socket-activate, holding the sockets
-        # it bound as fds 3, 4, 5 (in -l order): note which socket listens on which port.
+        # it bound as fds 3, 4, ... (in -l order): note which socket listens on which port.
         pid = self.process.pid
         assert os.readlink(f"/proc/{pid}/exe").endswith("systemd-socket-activate")
         fds, listening = _socket_fds(pid), _listening_tcp_inodes()
@@ -261,6 +264,26 @@ def _desk_list_until(daemon: SocketActivated, name: str) -> list:
     daemon.fail(f"singer {name!r} never listed by the desk: {singers}")
 
 
+def _http_problem(daemon: SocketActivated, method: str, path: str, body=None) -> dict:
+    """``method path`` on the HTTP port: the answer must be an application/problem+json
+    document (the runner API's and the media API's refusals), returned decoded."""
+    connection = http.client.HTTPConnection("127.0.0.1", daemon.ports["http"], timeout=DEADLINE)
+    try:
+        headers = {}
+        if body is not None:
+            body = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        content_type, data = response.getheader("Content-Type"), response.read()
+    finally:
+        connection.close()
+    assert content_type == "application/problem+json", (method, path, content_type, data)
+    problem = json.loads(data)
+    assert problem["status"] == response.status, (method, path, response.status, problem)
+    return problem
+
+
 def _listening_tcp_inodes() -> dict[int, int]:
     """socket inode -> port of every listening TCP socket in this network namespace."""
     listening = {}
@@ -320,6 +343,14 @@ def _rehearse(daemon: SocketActivated, data_dir: Path) -> None:
             daemon.fail(f"no session directory in {data_dir}/sessions")
         time.sleep(0.02)
 
+    # The runner API and the media API answer on the fourth inherited socket (the HTTP
+    # service starts after its store is open; till then the request waits in the queue).
+    problem = _http_problem(daemon, "POST", "/api/v1/runners/jobs/request",
+                            {"runnerToken": "not-a-runner-token"})
+    assert (problem["status"], problem["code"]) == (404, "unknown_runner_token"), problem
+    problem = _http_problem(daemon, "GET", "/api/v1/media/nope")
+    assert (problem["status"], problem["code"]) == (404, "unknown_media"), problem
+
     # The same process is now twistd (exec'd in place, so LISTEN_PID matched) ...
     pid = daemon.process.pid
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -354,12 +385,12 @@ def socket_activated(tmp_path):
 
 def test_socket_activation_with_the_documented_dropin(tmp_path, socket_activated):
     """contrib/choir.socket + the README's drop-in: fds by position, as systemd passes
-    the three sockets of one socket unit (all named after the unit)."""
+    the four sockets of one socket unit (all named after the unit)."""
     data_dir = tmp_path / "data"
     args = dropin_command()
     args[0] = _twistd()
     args[args.index("--data-dir") + 1] = str(data_dir)
-    args.append("--no-runners")  # the runner API's port is not in choir.socket (yet)
+    assert "--no-runners" not in args
     daemon = socket_activated([(role, "choir.socket") for role in ROLES], args)
     _run_rehearsal(daemon, data_dir)
 
@@ -369,9 +400,10 @@ def test_socket_activation_by_name(tmp_path, socket_activated):
     daemon finds its sockets by name, whatever order they come in."""
     data_dir = tmp_path / "data"
     args = [_twistd(), "--nodaemon", "--pidfile=", "--logfile=-", "choir",
-            "--data-dir", str(data_dir), "--no-runners"]
+            "--data-dir", str(data_dir)]
     for role in ROLES:
         args += [f"--{role}", f"systemd:domain=INET:name={role}"]
-    listeners = [("desk", "desk"), ("singers", "singers"), ("director", "director")]
+    listeners = [("desk", "desk"), ("http", "http"), ("singers", "singers"),
+                 ("director", "director")]
     daemon = socket_activated(listeners, args)
     _run_rehearsal(daemon, data_dir)

@@ -1,0 +1,71 @@
+"""choir-demo's last act: the session's recording published as the daemon publishes it
+(runner API, socket.io, an audio-merge job and its HLS children), to a choir-runner in
+the same process, with the progress shown as it goes."""
+import json
+import os
+import tempfile
+import time
+
+from twisted.internet import task
+
+from choir_protocol import jobs as J
+from choir_protocol import publishing as P
+
+from .runner import Runner
+
+
+async def publish(reactor, data_dir, session_dir) -> None:
+    from choir_twisted.runners import RunnerService
+    service = RunnerService(reactor, "tcp:0:interface=127.0.0.1", data_dir,
+                            publishing={"sessions_dir": None, "choir_name": "choir-demo"})
+    await service.startService()
+    runner = None
+    try:
+        with open(os.path.join(session_dir, "session.json")) as f:
+            summary = json.load(f)
+        started = time.monotonic()
+        media = await service.publisher.publish_recording(session_dir, summary)
+        if media is None:
+            print("\nNothing to publish (the recording is too short or already published).")
+            return
+        url = f"http://127.0.0.1:{service.port.getHost().port}"
+        reg = await service.store.create_registration_token()
+        registered = await service.store.register_runner(reg.token, f"choir-demo-{media.id[:8]}")
+        with tempfile.TemporaryDirectory() as work:
+            runner = Runner(reactor, [{"url": url, "runnerToken": registered.token,
+                                       "name": registered.name}], work_dir=work)
+            runner.start()
+            print(f"\nPublishing: {media.name}")
+            shown = None
+            while (media := await service.store.get_media(media.id)).ended_at is None:
+                jobs = sorted(await service.store.media_jobs(media.id), key=_order)
+                line = "  " + ", ".join(_job_line(j) for j in jobs)
+                if line != shown:
+                    print(line)
+                    shown = line
+                await task.deferLater(reactor, 0.25, lambda: None)
+            await runner.stop()
+            runner = None
+        jobs = await service.store.media_jobs(media.id)
+        outputs = await service.store.media_files(media.id, "output")
+        print(f"  {P.media_state(jobs)} in {time.monotonic() - started:.1f} s:")
+        for f in sorted(outputs, key=lambda f: f.name):
+            if not f.name.endswith("-fragmented.mp4"):
+                print(f"    {f.name:<18} {f.path}")
+    finally:
+        if runner is not None:
+            await runner.stop()
+        await service.stopService()
+
+
+def _order(job):
+    return job.parent_uuid is not None, -(job.payload.get("output") or {}).get("resolution", 0)
+
+
+def _job_line(job) -> str:
+    kind = {J.JobType.VOD_AUDIO_MERGE: "MP4", J.JobType.VOD_HLS: "HLS",
+            J.JobType.VOD_WEB_VIDEO: "MP4"}.get(job.type, job.type)
+    resolution = (job.payload.get("output") or {}).get("resolution")
+    state = (f"{job.progress}%" if job.state is J.JobState.PROCESSING and job.progress is not None
+             else job.state.label.lower())
+    return f"{kind} {resolution}p {state}"
