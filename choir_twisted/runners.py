@@ -12,6 +12,7 @@ import time
 from twisted.application import service
 from twisted.internet import defer, endpoints, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from choir_protocol import jobs as J
 
@@ -46,22 +47,38 @@ class RunnerService(service.Service):
         self._seq = 0
         self._loops = []
 
-    @defer.inlineCallbacks
     def startService(self):
+        """Listens at once, so that a port in use (or a socket-activation index with no
+        socket) stops twistd at start, as the rehearsal ports do; the store's schema is
+        made first on its one connection, so requests simply queue behind it. The returned
+        Deferred fires when the housekeeping loops run."""
         super().startService()
         os.makedirs(self.data_dir, exist_ok=True)
-        self.store = yield Store.open(data_dir=self.data_dir, clock=self.clock)
+        self.store = Store.sqlite(data_dir=self.data_dir, clock=self.clock)
+        schema = self.store.create_schema()
         self.hub = NotificationHub(self.reactor, self._authenticate)
         self.api = RunnerAPI(self.store, self.hub, self.data_dir, self.reactor,  # .seconds()
                              max_upload_bytes=self.max_upload_bytes)
-        self._seq = yield self.store.last_event()
-        endpoint = endpoints.serverFromString(self.reactor, self.endpoint)
         self.publishing.setdefault("sessions_dir", os.path.join(self.data_dir, "sessions"))
         self.publisher = Publisher(self.store, self.hub, self.data_dir, self.reactor,
                                    **self.publishing)
         self.media_api = MediaAPI(self.store, self.publisher, self.data_dir,
                                   self.api.max_upload_bytes)
-        self.port = yield endpoint.listen(self.api.site(self.media_api.resource()))
+        listening = endpoints.serverFromString(self.reactor, self.endpoint).listen(
+            self.api.site(self.media_api.resource()))
+        outcome = []
+        listening.addBoth(outcome.append)
+        if not outcome:  # an endpoint that listens later (none of ours)
+            raise RuntimeError(f"--http {self.endpoint}: the endpoint did not listen at once")
+        if isinstance(outcome[0], Failure):
+            self.store.close()
+            outcome[0].raiseException()
+        self.port = outcome[0]
+        self.log.info("Runner API listening on {endpoint}", endpoint=self.endpoint)
+        return schema.addCallback(lambda _: defer.ensureDeferred(self._run()))
+
+    async def _run(self):
+        self._seq = await self.store.last_event()
         for seconds, work, now in ((self.watchdog_interval, self._watchdog, False),
                                    (FEED_SECONDS, self._watch_feed, False),
                                    (SESSIONS_SECONDS, self.publisher.scan_sessions, True)):
@@ -71,7 +88,6 @@ class RunnerService(service.Service):
             self._loops.append(loop)
         # what ended, or failed to be told, while the daemon was down
         self._guarded(self.publisher.catch_up)
-        self.log.info("Runner API listening on {endpoint}", endpoint=self.endpoint)
 
     @defer.inlineCallbacks
     def stopService(self):

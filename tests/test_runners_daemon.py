@@ -90,3 +90,24 @@ class RunnerDaemonTest(unittest.TestCase):
         code, body = await post(http, "jobs/request", {"runnerToken": runner_token})
         self.assertEqual(code, 200)
         self.assertEqual([j["type"] for j in body["availableJobs"]], ["vod-web-video-transcoding"])
+
+
+class HttpPortInUseTest(unittest.TestCase):
+    timeout = 60
+
+    def test_a_daemon_that_cannot_listen_for_runners_says_so_and_exits(self):
+        data_dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, data_dir)
+        import socket as sockets
+        taken = sockets.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "twistd"), "-n",
+                            "--pidfile=", "choir", "-d", data_dir, "--singers", "tcp:0",
+                            "--director", "tcp:0", "--desk", "tcp:0",
+                            f"--http=tcp:{port}:interface=127.0.0.1"],
+                           capture_output=True, text=True, timeout=30, cwd=data_dir)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn(f"Couldn't listen on 127.0.0.1:{port}", p.stdout + p.stderr)
