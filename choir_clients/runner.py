@@ -137,7 +137,13 @@ class Options(usage.Options):
         ["server", None, ServerOptions, "Process jobs."],
     ]
 
+    longdesc = ("A PeerTube-protocol remote runner: it registers with choir daemons (or "
+                "PeerTube instances), is notified of transcoding jobs over socket.io, and "
+                "runs them with ffmpeg. Run 'choir-runner COMMAND --help' for a command's "
+                "options.")
+
     def opt_version(self):
+        """Print the version and exit."""
         print(VERSION)
         raise SystemExit(0)
 
