@@ -49,7 +49,7 @@ def _problems(fn):
         request.setHeader(b"access-control-allow-origin", b"*")
         try:
             if getattr(request, "body_too_large", False):
-                raise too_large(self.max_upload_bytes)
+                raise too_large(getattr(request, "max_body", self.max_upload_bytes))
             return await fn(self, request, *args, **kw)
         except JobError as e:
             return None if request.startedWriting else _problem(request, e)

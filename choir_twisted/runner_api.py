@@ -27,8 +27,9 @@ Choices
   request's body file, in a thread, in two passes: the fields first (tokens are checked
   before a byte is written), then the wanted files are copied out. Twisted's own in-memory
   multipart parsing is switched off by the request class of ``site()``.
-* Upload size limit: ``site()`` builds a ``Site`` whose requests (``LimitedRequest``) check
-  the body size as it arrives: a Content-Length above ``max_upload_bytes`` is refused in
+* Body size limits: result uploads (``success``, ``update``) and media uploads up to
+  ``max_upload_bytes``, every other body 1 MiB. ``site()`` builds a ``Site`` whose requests
+  (``LimitedRequest``) check the body size as it arrives: a Content-Length above ``max_upload_bytes`` is refused in
   ``gotLength`` before any byte is read (the body is then read and discarded, never stored),
   and a chunked body is dropped as soon as it crosses the limit. The route answers 413
   ``payload_too_large``. Under a plain ``Site`` (not ``site()``) the limit is still enforced
@@ -48,7 +49,7 @@ import tempfile
 
 import attrs
 from klein import Klein
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.web import resource, server
@@ -98,6 +99,9 @@ def file_not_found(what: str) -> JobError:
 
 # -- the size-limited request ----------------------------------------------------------------
 
+_UPLOAD_PATH = re.compile(rb"/api/v1/runners/jobs/[^/]+/(?:success|update)|/api/v1/media/?")
+
+
 class LimitedRequest(server.Request):
     """A request that never stores more than ``max_body`` bytes of body (see the module doc).
 
@@ -112,6 +116,11 @@ class LimitedRequest(server.Request):
         self._received = 0
 
     def gotLength(self, length):
+        # Only file uploads may be big; every other body is a small JSON (or form). The
+        # path is not parsed yet (twisted.web reads the body first): the channel has it.
+        path = (getattr(self.channel, "_path", b"") or b"").split(b"?")[0]
+        if not _UPLOAD_PATH.fullmatch(path):
+            self.max_body = min(self.max_body, MAX_JSON_BYTES)
         if length is not None and length > self.max_body:
             self.body_too_large = True
             self.content = io.BytesIO()  # nothing will be written to it
@@ -261,7 +270,9 @@ def _problems(fn):
             if request.startedWriting:
                 return None
             return _problem(request, e)
-        except Exception:
+        except Exception as e:
+            if isinstance(e, defer.CancelledError) and getattr(request, "_disconnected", False):
+                return None  # the client hung up and Klein cancelled us: nobody to answer
             log.failure("Runner API {path} failed", path=request.path)
             if request.startedWriting:
                 return None
@@ -373,7 +384,7 @@ class RunnerAPI:
 
     def _check_size(self, request):
         if getattr(request, "body_too_large", False):
-            raise too_large(self.max_upload_bytes)
+            raise too_large(getattr(request, "max_body", self.max_upload_bytes))
         content = request.content
         if content is not None:
             content.seek(0, os.SEEK_END)

@@ -381,6 +381,25 @@ class RunnerAPITest(unittest.TestCase):
         self.assertEqual(a.code, 204, a.body)
         self.assertEqual(len(self.files_on_disk()), 1)
 
+    async def test_only_uploads_may_be_big(self):
+        await self.asyncSetUp()  # uploads up to 10 MiB; every other body 1 MiB
+        token = await self.register()
+        job = await self.make_job()
+        big = json.dumps({"runnerToken": token, "pad": "x" * (2 * 1024 ** 2)}).encode()
+        for path in ("/register", "/jobs/request", f"/jobs/{job.uuid}/accept",
+                     f"/jobs/{job.uuid}/error", f"/jobs/{job.uuid}/files/videos/x/max-quality"):
+            a = await self.post(P + path, raw=big)
+            problem = self.assertProblem(a, 413, "payload_too_large")
+            self.assertIn(str(1024 ** 2), problem["detail"])
+            a = await self.post(P + path, producer=ChunkedProducer(big))  # chunked: the same
+            self.assertProblem(a, 413, "payload_too_large")
+        self.assertEqual((await self.store.get_job(job.uuid)).state, JobState.PENDING)
+        job_token = await self.accepted(token, job)
+        body, ctype = multipart([("runnerToken", token), ("jobToken", job_token)],
+                                [("payload[videoFile]", "v.mp4", os.urandom(3 * 1024 ** 2))])
+        a = await self.post(f"{P}/jobs/{job.uuid}/success", raw=body, content_type=ctype)
+        self.assertEqual(a.code, 204, a.body)
+
     async def test_five_errors_and_the_job_is_errored(self):
         await self.asyncSetUp()
         token = await self.register()
@@ -436,6 +455,41 @@ class RunnerAPITest(unittest.TestCase):
         body = json.loads(await client.readBody(response))
         self.assertEqual(response.code, 400)
         self.assertEqual(body["code"], 5)
+
+    # -- what another process (choir-admin) does to the store is seen at once --
+
+    async def other_process(self):
+        other = await Store.open(data_dir=self.tmp)  # another pool on the same file
+        self.addCleanup(other.close)
+        return other
+
+    async def test_a_runner_removed_by_another_process_is_refused_at_once(self):
+        await self.asyncSetUp()
+        token = await self.register()
+        for _ in range(2):  # the second answer comes from the cache
+            self.assertEqual((await self.post(P + "/jobs/request", {"runnerToken": token})).code, 200)
+        other = await self.other_process()
+        [runner] = await other.list_runners()
+        self.assertTrue(await other.unregister_runner(runner.id))
+        a = await self.post(P + "/jobs/request", {"runnerToken": token})
+        self.assertProblem(a, 404, "unknown_runner_token")
+
+    async def test_a_job_made_pending_by_another_process_is_listed_at_once(self):
+        await self.asyncSetUp()
+        token = await self.register()
+
+        async def listed():
+            a = await self.post(P + "/jobs/request", {"runnerToken": token})
+            self.assertEqual(a.code, 200, a.body)
+            return [j["uuid"] for j in a.json["availableJobs"]]
+        self.assertEqual(await listed(), [])
+        self.assertEqual(await listed(), [])  # cached
+        other = await self.other_process()
+        tr = await other.create_job(JobType.VOD_WEB_VIDEO, {"input": {}}, now=self.clock.seconds())
+        self.assertEqual(await listed(), [tr.job.uuid])
+        [runner] = await other.list_runners()
+        await other.accept(tr.job.uuid, runner.id, now=self.clock.seconds())
+        self.assertEqual(await listed(), [])
 
 
 class MultipartParserTest(unittest.TestCase):
