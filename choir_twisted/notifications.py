@@ -23,6 +23,7 @@ NAMESPACE = "/runners"
 PING_INTERVAL = 25.0
 PING_TIMEOUT = 20.0
 DEBOUNCE = 1.0  # available-jobs at most once a second
+MAX_MESSAGE = 64 * 1024  # a runner's socket.io frames are a few dozen bytes
 
 
 class RunnerSocket(WebSocketServerProtocol):
@@ -87,33 +88,17 @@ class RunnerSocket(WebSocketServerProtocol):
         if self.ready:
             self.sendMessage(frame.encode("utf-8"))
 
-    def send_prepared(self, prepared) -> None:
-        """``sendPreparedMessage``, but the frame goes to the kernel at once when nothing is
-        queued before it on a plain TCP connection.
-
-        Twisted's transport holds a write until the reactor's next turn and pays an
-        epoll_ctl on each side of the send; autobahn's sendData formats a debug message per
-        frame. For a broadcast to a thousand runners that was most of the time, and the first
-        runner heard nothing before the last frame was queued. Anything else (TLS, a frame
-        compressed per connection, bytes already waiting, a connection closing) takes the
-        ordinary way."""
+    def raw_socket(self):
+        """The connection's socket when a frame may be written to it directly, now: a plain
+        TCP connection, open, with nothing queued before (in Twisted or in autobahn) and no
+        per-message compression. None otherwise. See ``NotificationHub._broadcast``."""
         t = self.transport
         if (self._perMessageCompress is not None or self.send_queue
                 or not isinstance(t, tcp.Connection) or t.TLS or not t.connected
                 or t.disconnecting or t._writeDisconnected or t._tempDataLen
                 or len(t.dataBuffer) > t.offset):
-            self.sendPreparedMessage(prepared)
-            return
-        data = prepared.payloadHybi
-        try:
-            sent = t.socket.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:  # let the transport meet (and report) the error
-            sent = 0
-        self.trafficStats.outgoingOctetsWireLevel += len(data)
-        if sent < len(data):
-            t.write(data[sent:])
+            return None
+        return t.socket
 
     def _schedule_ping(self):
         self._ping_timer = self.hub.clock.callLater(self.hub.ping_interval, self._ping)
@@ -162,6 +147,19 @@ def _query_problem(params: dict):
     return None
 
 
+def _send_all(targets, data: bytes) -> list:
+    """Sends ``data`` on each (RunnerSocket, raw socket) -> [(RunnerSocket, bytes not sent)]."""
+    unsent = []
+    for socket, raw in targets:
+        try:
+            sent = raw.send(data)
+        except OSError:  # full (BlockingIOError) or broken: the transport will meet it
+            sent = 0
+        if sent < len(data):
+            unsent.append((socket, data[sent:]))
+    return unsent
+
+
 class NotificationHub:
     """The connected runners, and the debounced ``available-jobs`` broadcast."""
 
@@ -176,6 +174,9 @@ class NotificationHub:
         self.factory = WebSocketServerFactory()
         self.factory.protocol = RunnerSocket
         self.factory.hub = self
+        # autobahn accepts messages of any size by default: memory stays bounded here
+        self.factory.setProtocolOptions(maxFramePayloadSize=MAX_MESSAGE,
+                                        maxMessagePayloadSize=MAX_MESSAGE)
         self._last_sent = None
         self._pending = None
         self.notifications_sent = 0
@@ -205,9 +206,20 @@ class NotificationHub:
             return
         frame = '42%s,["available-jobs"]' % NAMESPACE
         prepared = self.factory.prepareMessage(frame.encode("utf-8"))  # framed once for all
+        # The frame goes straight to the kernel where nothing is queued before it: Twisted's
+        # transport.write would hold it until the reactor's next turn and pay an epoll_ctl
+        # on each side of the send (and the first runner would hear nothing before the last
+        # frame is queued). What the kernel does not take at once is queued as usual.
+        direct, data = [], prepared.payloadHybi
         for socket in list(self.sockets):
             if socket.ready:
-                socket.send_prepared(prepared)
+                raw = socket.raw_socket()
+                if raw is None:
+                    socket.sendPreparedMessage(prepared)
+                else:
+                    direct.append((socket, raw))
+        for socket, rest in _send_all(direct, data):
+            socket.transport.write(rest)
 
     def resource(self) -> resource.Resource:
         return SocketIOResource(self)

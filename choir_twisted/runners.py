@@ -23,7 +23,8 @@ from .runner_api import DEFAULT_MAX_UPLOAD_BYTES, RunnerAPI
 from .store import StaleJob, Store
 
 WATCHDOG_SECONDS = 10.0
-FEED_SECONDS = 0.5
+FEED_SECONDS = 0.5  # the change feed is read at least this often
+FEED_CHECK_SECONDS = 0.01  # and as soon as the store's data version shows a commit
 SESSIONS_SECONDS = 5.0
 
 
@@ -80,7 +81,7 @@ class RunnerService(service.Service):
     async def _run(self):
         self._seq = await self.store.last_event()
         for seconds, work, now in ((self.watchdog_interval, self._watchdog, False),
-                                   (FEED_SECONDS, self._watch_feed, False),
+                                   (FEED_CHECK_SECONDS, self._watch_feed, False),
                                    (SESSIONS_SECONDS, self.publisher.scan_sessions, True)):
             loop = task.LoopingCall(self._guarded, work)
             loop.clock = self.reactor
@@ -131,8 +132,20 @@ class RunnerService(service.Service):
             self.log.warn("Job {uuid} stalled (no update from its runner): back to pending",
                           uuid=job.uuid)
 
+    _feed_version = None  # the store's data version when the feed was last read
+    _feed_read_at = float("-inf")
+
     @defer.inlineCallbacks
     def _watch_feed(self):
+        # Checking the data version costs microseconds (a pragma on the reactor thread's
+        # read connection): a job made pending by another process reaches the runners
+        # within FEED_CHECK_SECONDS, not FEED_SECONDS.
+        now = self.reactor.seconds()
+        version = self.store.data_version()
+        if (version is not None and version == self._feed_version
+                and now - self._feed_read_at < FEED_SECONDS):
+            return
+        self._feed_version, self._feed_read_at = version, now
         self._seq, changes = yield self.store.changed_since(self._seq)
         if any(state is J.JobState.PENDING for _, state in changes):
             self.hub.notify_available_jobs()

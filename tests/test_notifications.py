@@ -128,3 +128,39 @@ class NotificationsTest(unittest.TestCase):
         self.assertEqual(hub.notifications_sent, 2)  # nothing new, nothing sent
         hub.notify_available_jobs()
         self.assertEqual(hub.notifications_sent, 3)
+
+    async def test_a_broadcast_reaches_every_runner_whole_and_logs_nothing(self):
+        # Sent straight to the sockets where nothing is queued before it.
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        self.start(debounce=0)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        runners = [await self.connect() for _ in range(5)]
+        for _ in range(3):
+            self.hub.notify_available_jobs()
+        self.assertEqual(self.hub.notifications_sent, 3)
+        for runner in runners:
+            for _ in range(3):
+                self.assertEqual(await runner.next_frame(), '42/runners,["available-jobs"]')
+        # autobahn's debug calls (one per frame sent) are no-ops, not lines in the daemon's log
+        self.assertEqual([e for e in events if e.get("log_level") == LogLevel.debug], [])
+        # and the ordinary way still works alongside (bytes already queued on one socket)
+        socket = next(iter(self.hub.sockets))
+        socket.transport.write(socket.factory.prepareMessage(b"2").payloadHybi)
+        self.assertIsNone(socket.raw_socket())
+        self.hub.notify_available_jobs()
+        for runner in runners:
+            self.assertEqual(await runner.next_frame(), '42/runners,["available-jobs"]')
+
+    async def test_an_oversized_message_closes_that_connection_only(self):
+        from choir_twisted.notifications import MAX_MESSAGE
+        self.start(debounce=0)
+        good = await self.connect()
+        greedy = await self.connect()
+        greedy.sendMessage(b"4" + b"x" * MAX_MESSAGE)
+        await greedy.closed
+        self.assertEqual(len(self.hub.sockets), 1)
+        self.hub.notify_available_jobs()
+        self.assertEqual(await good.next_frame(), '42/runners,["available-jobs"]')

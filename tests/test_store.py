@@ -153,3 +153,65 @@ class StoreTest(unittest.TestCase):
         self.assertEqual([x.id for x in await s.list_media()], [m.id])
         self.assertTrue(await s.delete_media(m.id))
         self.assertEqual(await s.media_files(m.id), [])  # ON DELETE CASCADE: foreign keys on
+
+    # -- the reactor thread's reads and their caches (PRAGMA data_version) --
+
+    async def other_process(self):
+        other = await Store.open(os.path.join(self.dir, DB_NAME))  # another pool/process
+        self.addCleanup(other.close)
+        return other
+
+    async def test_a_runner_removed_by_another_process_is_refused_at_once(self):
+        r = await self.runner()
+        for _ in range(2):  # read, then answered from the cache
+            self.assertEqual((await self.store.runner_by_token(r.token, now=T0 + 1)).id, r.id)
+        other = await self.other_process()
+        self.assertTrue(await other.unregister_runner(r.id))
+        with self.assertRaises(JobError) as e:
+            await self.store.runner_by_token(r.token, now=T0 + 2)
+        self.assertEqual(e.exception.code, "unknown_runner_token")
+
+    async def test_a_cached_runner_still_has_its_contact_refreshed(self):
+        r = await self.runner()
+        await self.store.runner_by_token(r.token, "10.0.0.2", now=T0 + 10)  # cached, no refresh
+        got = await self.store.runner_by_token(r.token, "10.0.0.2", now=T0 + 31)
+        self.assertEqual((got.last_contact, got.ip), (T0 + 31, "10.0.0.2"))
+        [listed] = await (await self.other_process()).list_runners()
+        self.assertEqual((listed.last_contact, listed.ip), (T0 + 31, "10.0.0.2"))
+
+    async def test_pending_jobs_follow_other_processes_at_once(self):
+        self.assertEqual(await self.store.pending_jobs(), [])  # cached empty
+        other = await self.other_process()
+        tr = await other.create_job(JobType.VOD_HLS, {}, now=T0)
+        self.assertEqual([j.uuid for j in await self.store.pending_jobs()], [tr.job.uuid])
+        self.assertEqual(await self.store.pending_jobs([JobType.VOD_WEB_VIDEO]), [])
+        r = await self.runner()
+        await other.accept(tr.job.uuid, r.id, now=T0 + 1)
+        self.assertEqual(await self.store.pending_jobs(), [])
+        self.assertEqual((await self.store.get_job(tr.job.uuid)).state, JobState.PROCESSING)
+
+    async def test_pending_jobs_follow_the_stores_own_writes(self):
+        tr = await self.store.create_job(JobType.VOD_HLS, {}, now=T0)
+        self.assertEqual([j.uuid for j in await self.store.pending_jobs()], [tr.job.uuid])
+        r = await self.runner()
+        await self.store.accept(tr.job.uuid, r.id, now=T0 + 1)
+        self.assertEqual(await self.store.pending_jobs(), [])
+
+    async def test_the_data_version_moves_with_every_commit(self):
+        before = self.store.data_version()
+        self.assertIsNotNone(before)
+        self.assertEqual(self.store.data_version(), before)
+        await (await self.other_process()).create_job(JobType.VOD_HLS, {}, now=T0)
+        after = self.store.data_version()
+        self.assertNotEqual(after, before)
+        await self.store.create_job(JobType.VOD_HLS, {}, now=T0)
+        self.assertNotEqual(self.store.data_version(), after)
+
+    async def test_only_the_reactors_thread_uses_the_read_connection(self):
+        from twisted.internet import threads
+        tr = await self.store.create_job(JobType.VOD_HLS, {}, now=T0)
+        self.assertIsNone(await threads.deferToThread(self.store._reader_conn))
+        self.assertIsNotNone(self.store._reader_conn())
+        self.assertEqual((await self.store.get_job(tr.job.uuid)).uuid, tr.job.uuid)
+        self.store.close()
+        self.assertIsNone(self.store._reader_conn())  # closed: nothing is reopened
