@@ -131,6 +131,7 @@ class RunnerService(service.Service):
                 continue  # its runner spoke up meanwhile
             self.log.warn("Job {uuid} stalled (no update from its runner): back to pending",
                           uuid=job.uuid)
+            self.hub.notify_available_jobs()
 
     _feed_version = None  # the store's data version when the feed was last read
     _feed_read_at = float("-inf")
@@ -146,8 +147,10 @@ class RunnerService(service.Service):
                 and now - self._feed_read_at < FEED_SECONDS):
             return
         self._feed_version, self._feed_read_at = version, now
-        self._seq, changes = yield self.store.changed_since(self._seq)
-        if any(state is J.JobState.PENDING for _, state in changes):
+        self._seq, changes = yield self.store.changed_since(self._seq, with_origin=True)
+        # what this daemon made pending it announced as it did; others' changes, here
+        if any(state is J.JobState.PENDING and foreign for _, state, foreign in changes):
             self.hub.notify_available_jobs()
         if changes:
-            yield defer.ensureDeferred(self.publisher.jobs_changed(changes))
+            yield defer.ensureDeferred(self.publisher.jobs_changed(
+                [(uuid, state) for uuid, state, _ in changes]))

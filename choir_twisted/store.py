@@ -23,12 +23,13 @@ from twisted.internet import defer
 from choir_protocol import jobs as J
 from choir_protocol.jobs import Job, JobError, JobState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # (version, statements) that bring a store of the version before up to it
 MIGRATIONS = [
     (2, ["ALTER TABLE media ADD COLUMN ended_at REAL",
          "ALTER TABLE media ADD COLUMN webhook_sent_at REAL",
          "ALTER TABLE media ADD COLUMN webhook_error TEXT"]),
+    (3, ["ALTER TABLE job_events ADD COLUMN origin TEXT"]),
 ]
 DB_NAME = "choir.sqlite3"
 RUNNER_TOKEN_PREFIX = "ptrt-"
@@ -71,7 +72,7 @@ SCHEMA = [
     # seq: SQLite's rowid; a PostgreSQL schema says GENERATED ALWAYS AS IDENTITY.
     """CREATE TABLE IF NOT EXISTS job_events (
         seq INTEGER PRIMARY KEY, job_uuid TEXT NOT NULL, state INTEGER NOT NULL,
-        at REAL NOT NULL)""",
+        at REAL NOT NULL, origin TEXT)""",
 ]
 
 JOB_COLUMNS = ("uuid", "type", "state", "priority", "payload", "private_payload", "failures",
@@ -167,6 +168,7 @@ class Store:
     def __init__(self, pool: adbapi.ConnectionPool, clock=time.time, read_path=None):
         self.pool = pool
         self.clock = clock
+        self.origin = uuidlib.uuid4().hex  # marks the job events this Store writes
         # The hot reads (runner by token, pending jobs, a job, the change feed) run at once
         # on the reactor's thread, on a connection of their own (SQLite: ``read_path``),
         # instead of queueing behind the pool's thread: see ``_reader_conn``.
@@ -186,7 +188,11 @@ class Store:
     @classmethod
     async def open(cls, path: str | None = None, data_dir: str = ".", clock=time.time):
         store = cls.sqlite(path, data_dir, clock)
-        await store.create_schema()
+        try:
+            await store.create_schema()
+        except BaseException:
+            store.close()  # its pool's threads would otherwise keep the process alive
+            raise
         return store
 
     def close(self) -> None:
@@ -413,8 +419,8 @@ class Store:
     # -- jobs ------------------------------------------------------------------------------
 
     def _event(self, cur, job: Job, now):
-        self._x(cur, "INSERT INTO job_events (job_uuid, state, at) VALUES (?, ?, ?)",
-                (job.uuid, int(job.state), now))
+        self._x(cur, "INSERT INTO job_events (job_uuid, state, at, origin) VALUES (?, ?, ?, ?)",
+                (job.uuid, int(job.state), now, self.origin))
 
     def _get(self, cur, uuid) -> Job | None:
         row = self._x(cur, _JOB_SELECT + " WHERE uuid = ?", (uuid,)).fetchone()
@@ -590,14 +596,17 @@ class Store:
         return self._read(lambda cur: self._x(
             cur, "SELECT COALESCE(MAX(seq), 0) FROM job_events").fetchone()[0])
 
-    def changed_since(self, seq):
-        """-> (new seq, [(job uuid, state)]) of the job changes after ``seq``, in order."""
+    def changed_since(self, seq, with_origin=False):
+        """-> (new seq, [(job uuid, state)]) of the job changes after ``seq``, in order;
+        ``with_origin``: [(job uuid, state, made by another Store: another process)]."""
         def go(cur):
-            rows = self._x(cur, "SELECT seq, job_uuid, state FROM job_events WHERE seq > ? "
-                                "ORDER BY seq", (seq,)).fetchall()
+            rows = self._x(cur, "SELECT seq, job_uuid, state, origin FROM job_events "
+                                "WHERE seq > ? ORDER BY seq", (seq,)).fetchall()
             if not rows:
                 return seq, []
-            return rows[-1][0], [(u, JobState(s)) for _, u, s in rows]
+            if with_origin:
+                return rows[-1][0], [(u, JobState(s), o != self.origin) for _, u, s, o in rows]
+            return rows[-1][0], [(u, JobState(s)) for _, u, s, _ in rows]
         return self._read(go)
 
     # -- media -----------------------------------------------------------------------------

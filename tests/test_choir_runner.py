@@ -88,6 +88,7 @@ class RunnerFixture:
         uuid = str(uuidlib.uuid4())
         await self.store.create_job(type, payload_builder("", uuid, media.id, *args, **kw),
                                     media_id=media.id, uuid=uuid, private_payload=private)
+        self.service.hub.notify_available_jobs()  # as the daemon does when it makes a job
         return uuid, media.id
 
     async def finished(self, runner, uuid, deadline=90.0):

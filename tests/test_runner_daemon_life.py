@@ -303,6 +303,7 @@ class WatchdogTest(unittest.TestCase):
             specs.append({"uuid": uuid, "type": JobType.VOD_WEB_VIDEO, "media_id": media.id,
                           "payload": J.web_video_payload("", uuid, media.id, 720, 30)})
         stalled, alive = [tr.job for tr in await self.store.create_jobs(specs)]
+        self.service.hub.notify_available_jobs()  # as the daemon's own job makers do
         await until(lambda: sock.available_jobs() == 1, 10, "available-jobs for the new jobs")
         await until(lambda: self.service.hub._pending is None, 10, "no notification pending")
 

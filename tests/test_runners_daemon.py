@@ -111,3 +111,42 @@ class HttpPortInUseTest(unittest.TestCase):
                            capture_output=True, text=True, timeout=30, cwd=data_dir)
         self.assertEqual(p.returncode, 1, p.stdout)
         self.assertIn(f"Couldn't listen on 127.0.0.1:{port}", p.stdout + p.stderr)
+
+
+class AnnouncedOnceTest(unittest.TestCase):
+    timeout = 30
+
+    async def test_what_the_daemon_makes_pending_is_announced_once_and_others_changes_too(self):
+        from choir_protocol import jobs as J
+        from choir_twisted.runners import RunnerService
+        data_dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, data_dir)
+        service = RunnerService(reactor, "tcp:0:interface=127.0.0.1", data_dir)
+        await service.startService()
+        self.addCleanup(service.stopService)
+        hub, port = service.hub, service.port.getHost().port
+        reg = await service.store.create_registration_token()
+        _, body = await post(port, "register", {"registrationToken": reg.token, "name": "r"})
+        token = body["runnerToken"]
+        job = (await service.store.create_job(
+            "vod-hls-transcoding", J.hls_payload("", "x", "x", 480, 30))).job
+
+        async def feed_caught_up():
+            last = await service.store.last_event()
+            await until(lambda: service._seq >= last, what="the change feed")
+        await feed_caught_up()
+        _, accepted = await post(port, f"jobs/{job.uuid}/accept", {"runnerToken": token})
+        sent = hub.notifications_sent
+        code, _ = await post(port, f"jobs/{job.uuid}/abort",
+                             {"runnerToken": token, "jobToken": accepted["job"]["jobToken"],
+                              "reason": "r"})
+        self.assertEqual(code, 204)
+        self.assertEqual(hub.notifications_sent, sent + 1)  # at once, by the API
+        await feed_caught_up()
+        self.assertEqual((hub.notifications_sent, hub._pending), (sent + 1, None))  # not again
+
+        other = await Store.open(data_dir=data_dir)  # another process, as choir-admin
+        self.addCleanup(other.close)
+        await other.create_job("vod-hls-transcoding", J.hls_payload("", "y", "y", 480, 30))
+        await until(lambda: hub.notifications_sent == sent + 2 or hub._pending is not None,
+                    what="the other process's job announced")

@@ -10,6 +10,8 @@ from choir_protocol import jobs as J
 from choir_protocol.jobs import JobState, JobType
 from choir_twisted.store import DB_NAME, SCHEMA_VERSION, StaleJob, Store
 
+from .daemon_process import until
+
 T0 = 1_700_000_000.0
 
 
@@ -62,6 +64,9 @@ class MigrationTest(unittest.TestCase):
             CREATE TABLE media (id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL,
                 path TEXT, probe TEXT, webhook TEXT, created_at REAL NOT NULL);
             INSERT INTO media VALUES ('m1', 'upload', 'old song', '/x.mp3', NULL, NULL, 1.0);
+            CREATE TABLE job_events (seq INTEGER PRIMARY KEY, job_uuid TEXT NOT NULL,
+                state INTEGER NOT NULL, at REAL NOT NULL);
+            INSERT INTO job_events VALUES (7, 'j1', 1, 1.0);
         """)
         db.commit()
         db.close()
@@ -74,6 +79,22 @@ class MigrationTest(unittest.TestCase):
         self.assertEqual((await store.get_media("m1")).ended_at, 5.0)
         version = await store.pool.runQuery("SELECT version FROM schema_version")
         self.assertEqual(version, [(SCHEMA_VERSION,)])
+        # an event written before origins existed counts as another process's
+        self.assertEqual(await store.changed_since(0, with_origin=True),
+                         (7, [("j1", JobState.PENDING, True)]))
+
+    async def test_a_store_that_cannot_be_opened_leaves_no_thread_behind(self):
+        import threading
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, DB_NAME)
+        with open(path, "wb") as f:
+            f.write(b"this is not a database" * 100)
+        before = set(threading.enumerate())
+        with self.assertRaises(sqlite3.DatabaseError):
+            await Store.open(path)
+        await until(lambda: not [t for t in set(threading.enumerate()) - before
+                                 if t.is_alive() and not t.daemon], what="the pool's threads")
 
     async def test_a_newer_store_is_refused(self):
         directory = tempfile.mkdtemp()
