@@ -5,12 +5,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := ffmpeg fonts-dejavu-core libportaudio2 jackd2 systemd
+# the demo publishes its recording (ffmpeg, a font for the cover); the tests also need a
+# headless sound card (jackd2) and systemd's tools
+DEMO_PACKAGES := ffmpeg fonts-dejavu-core libportaudio2
+APT_PACKAGES := $(DEMO_PACKAGES) jackd2 systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test run bench system-packages clean
+.PHONY: demo test run bench system-packages demo-packages clean
 
-demo: $(VENV)/.installed
+demo: demo-packages $(VENV)/.installed
 	$(BIN)/choir-demo
 
 test: system-packages $(VENV)/.installed
@@ -23,6 +26,9 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/capacity.py
 
 # Only what is missing is installed; apt-get update runs at most once.
+demo-packages: override APT_PACKAGES := $(DEMO_PACKAGES)
+demo-packages: system-packages
+
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
