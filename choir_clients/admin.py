@@ -26,6 +26,7 @@ from twisted.python import usage
 
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobError, JobState, JobType
+from choir_protocol.publishing import media_state
 
 from .cli import parse_options
 
@@ -520,15 +521,25 @@ class Admin:
         if m is None:
             m = _resolve(await self.store.list_media(), opts["id"], "media")
         files = await self.store.media_files(m.id)
-        jobs = [j for j in await self.store.list_jobs() if j.media_id == m.id]
+        jobs = await self.store.media_jobs(m.id)
+        state = media_state(jobs)
+        if m.webhook_sent_at is not None:
+            hook = f"{m.webhook or 'the daemon’s --webhook'} (delivered {J.iso(m.webhook_sent_at)})"
+        elif m.webhook_error is not None:
+            hook = f"{m.webhook or 'the daemon’s --webhook'} (failed: {m.webhook_error})"
+        else:
+            hook = m.webhook or "-"
         d = {"id": m.id, "kind": m.kind, "name": m.name, "path": m.path, "probe": m.probe,
-             "webhook": m.webhook, "createdAt": J.iso(m.created_at),
+             "state": state, "endedAt": J.iso(m.ended_at), "webhook": m.webhook,
+             "webhookSentAt": J.iso(m.webhook_sent_at), "webhookError": m.webhook_error,
+             "createdAt": J.iso(m.created_at),
              "files": [{"id": f.id, "role": f.role, "name": f.name, "path": f.path,
                         "size": f.size, "createdAt": J.iso(f.created_at)} for f in files],
              "jobs": [{"uuid": j.uuid, "type": j.type, "state": j.state.label} for j in jobs]}
         lines = [f"{k + ':':<10}{v}" for k, v in (
             ("ID", m.id), ("Kind", m.kind), ("Name", m.name), ("Path", m.path or "-"),
-            ("Webhook", m.webhook or "-"),
+            ("State", state + (f", ended {J.iso(m.ended_at)}" if m.ended_at else "")),
+            ("Webhook", hook),
             ("Created", f"{J.iso(m.created_at)} ({ago(m.created_at, self.now)})"))]
         if m.probe:
             lines.append("Probe:")
@@ -541,8 +552,10 @@ class Admin:
                     [f.name, human_size(f.size), f.path] for f in fs]).splitlines()]
         lines.append("Jobs:" + ("" if jobs else " none"))
         if jobs:
-            lines += ["  " + ln for ln in table(["UUID", "TYPE", "STATE"], [
-                [j.uuid, j.type, j.state.label] for j in jobs]).splitlines()]
+            lines += ["  " + ln for ln in table(["UUID", "TYPE", "RESOLUTION", "STATE"], [
+                [j.uuid, j.type, (j.payload.get("output") or {}).get("resolution"),
+                 j.state.label + (f" {j.progress}%" if j.progress is not None else "")]
+                for j in jobs]).splitlines()]
         self.emit(d, "\n".join(lines))
 
 

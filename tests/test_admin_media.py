@@ -62,6 +62,10 @@ class AdminMediaTest(unittest.TestCase):
                                  (JobType.VOD_WEB_VIDEO, 360,
                                   "Waiting for parent job to finish")]))
         self.assertTrue(os.path.isfile(video))  # copied, not moved
+        code, out, _ = self.cli("--json", "media", "show", made["id"][:8])
+        shown = json.loads(out)
+        self.assertEqual((shown["state"], shown["endedAt"], shown["probe"]["width"]),
+                         ("processing", None, 1280))
         stored = os.path.join(self.dir, "media", made["id"], "source.mp4")
         self.assertEqual(os.path.getsize(stored), os.path.getsize(video))
 
