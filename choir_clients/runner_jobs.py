@@ -212,10 +212,28 @@ async def audio_merge(work, payload) -> dict:
     image = await work.fetch(payload["input"]["previewFileUrl"])
     audio_info, image_info = await work.probe(audio), await work.probe(image)
     out, output = work.path("output.mp4"), payload["output"]
-    await work.ffmpeg(F.audio_merge_args(audio, image, out, image_info, audio_info,
-                                         output["resolution"], output["fps"]),
-                      audio_info.duration)
+    merge = F.audio_merge_args(audio, image, out, image_info, audio_info, output["resolution"],
+                               output["fps"])
+    await _together(work.ffmpeg(merge.video, audio_info.duration), run(work.reactor, merge.audio))
+    await run(work.reactor, merge.mux)
     return {"payload[videoFile]": out}
+
+
+async def _together(*coroutines):
+    """Awaits them all; the first failure cancels the others (their ffmpegs are killed)."""
+    running = [defer.ensureDeferred(c) for c in coroutines]
+    try:
+        await defer.gatherResults(running, consumeErrors=True)
+    except defer.FirstError as e:
+        for d in running:
+            d.cancel()
+        await defer.DeferredList(running, consumeErrors=True)
+        e.subFailure.raiseException()
+    except defer.CancelledError:
+        for d in running:
+            d.cancel()
+        await defer.DeferredList(running, consumeErrors=True)
+        raise
 
 
 HANDLERS = {JobType.VOD_WEB_VIDEO: web_video, JobType.VOD_HLS: hls,

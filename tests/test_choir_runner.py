@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid as uuidlib
 
@@ -260,3 +261,27 @@ class ChoirRunnerTest(RunnerFixture, unittest.TestCase):
         runner.instances[0].wake()
         await until(lambda: not runner.instances, 10, "the runner to forget the server")
         self.assertEqual(R.load_registrations(), [])
+
+
+class TogetherTest(unittest.TestCase):
+    """The audio merge's two ffmpegs run together; one failing kills the other."""
+
+    timeout = 30
+
+    async def test_a_failure_kills_the_other_process(self):
+        from choir_clients import runner_jobs
+        marker = f"choir-test-{uuidlib.uuid4().hex}"
+        started = reactor.seconds()
+        with self.assertRaises(runner_jobs.JobFailed):
+            await runner_jobs._together(
+                runner_jobs.run(reactor, [sys.executable, "-c", f"import time; time.sleep(20)  # {marker}"]),
+                runner_jobs.run(reactor, ["sh", "-c", "sleep 0.2; exit 3"]))
+        self.assertLess(reactor.seconds() - started, 10)
+        alive = subprocess.run(["pgrep", "-f", marker], capture_output=True)
+        self.assertEqual(alive.stdout, b"")
+
+    async def test_both_succeed(self):
+        from choir_clients import runner_jobs
+        out = await runner_jobs._together(runner_jobs.run(reactor, ["true"]),
+                                          runner_jobs.run(reactor, ["true"]))
+        self.assertIsNone(out)

@@ -113,15 +113,23 @@ class CommandTest(unittest.TestCase):
         self.assertEqual(F.hls_names(480, "s"), ("s-480.m3u8", "s-480-fragmented.mp4"))
 
     def test_audio_merge_decodes_the_cover_once(self):
-        args = F.audio_merge_args("a.flac", "c.png", "o.mp4", F.MediaInfo(1920, 1080, None, False),
-                                  F.MediaInfo(None, None, 61.25, True), 720, 25)
+        merge = F.audio_merge_args("a.flac", "c.png", "o.mp4",
+                                   F.MediaInfo(1920, 1080, None, False),
+                                   F.MediaInfo(None, None, 61.25, True), 720, 25)
+        args = merge.video
         graph = option(args, "-filter_complex")
         self.assertIn("scale=1280:720", graph)
         self.assertLess(graph.index("scale"), graph.index("loop=loop=-1:size=1"))
         self.assertNotIn("-loop", args)  # no image-input loop: that would decode every frame
         for name, value in (("-tune", "stillimage"), ("-preset", "veryfast"), ("-t", "61.250"),
-                            ("-movflags", "faststart"), ("-r", "25")):
+                            ("-r", "25")):
             self.assertEqual(option(args, name), value)
+        self.assertNotIn("a.flac", args)  # the audio is encoded apart, at the same time
+        self.assertIn("a.flac", merge.audio)
+        self.assertEqual(option(merge.audio, "-t"), "61.250")
+        self.assertEqual((option(merge.mux, "-c"), option(merge.mux, "-movflags")),
+                         ("copy", "faststart"))
+        self.assertIn("o.mp4", merge.mux)
 
     def test_audio_merge_refuses_wrong_inputs(self):
         image, audio = F.MediaInfo(800, 600, None, False), F.MediaInfo(None, None, 3.0, True)
