@@ -22,14 +22,19 @@ def make_cover(audio_path: str, out_path: str, title: str, subtitle: str = "") -
 
 
 def _render(audio_path, out_path, title, subtitle, with_text):
+    # sqrt: a choir's quiet passages still show, its loud ones do not fill the frame
     wave = ffmpeg.input(audio_path).audio.filter(
-        "showwavespic", s=f"{WIDTH}x{HEIGHT // 2}", colors=WAVE, split_channels=0)
+        "showwavespic", s=f"{WIDTH}x{HEIGHT // 2}", colors=WAVE, split_channels=0,
+        scale="sqrt", draw="full")
     picture = ffmpeg.input(f"color=c={BACKGROUND}:s={WIDTH}x{HEIGHT}", f="lavfi").overlay(
         wave, x=0, y=HEIGHT * 2 // 5)
     with tempfile.TemporaryDirectory() as tmp:
         if with_text:
             # textfile=: no escaping of the user's words in the filter graph
-            for i, (text, size, y) in enumerate(((title, 96, 110), (subtitle, 48, 260))):
+            title_size = _fitting(title, 96)
+            subtitle_size = min(_fitting(subtitle, 48), max(24, title_size * 3 // 5))
+            for i, (text, size, y) in enumerate(((title, title_size, 110),
+                                                  (subtitle, subtitle_size, 260))):
                 if text:
                     path = os.path.join(tmp, f"text{i}.txt")
                     with open(path, "w", encoding="utf-8") as f:
@@ -42,3 +47,8 @@ def _render(audio_path, out_path, title, subtitle, with_text):
          .overwrite_output().run(capture_stdout=True, capture_stderr=True))
     os.replace(tmp_out, out_path)
     return out_path
+
+
+def _fitting(text: str, largest: int) -> int:
+    """A font size at which ``text`` fits the width (a glyph is about 0.6 em wide)."""
+    return max(24, min(largest, int(WIDTH * 0.92 / (0.6 * max(len(text), 1)))))

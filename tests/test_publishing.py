@@ -388,3 +388,11 @@ async def until_media(store):
 def deferLater(seconds):
     from twisted.internet import task
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+def test_cover_text_fits_the_picture():
+    from choir_twisted.covers import WIDTH, _fitting
+    assert _fitting("Choir rehearsal", 96) == 96  # short titles at full size
+    for length in (40, 80, 200):
+        size = _fitting("x" * length, 96)
+        assert 24 <= size < 96 and (size == 24 or 0.6 * size * length <= WIDTH)
