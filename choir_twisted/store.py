@@ -139,12 +139,23 @@ class MediaFile:
 
 
 def _open_sqlite(conn):
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    # WAL is a property of the file, set once; switching to it needs the file to itself and
+    # does not wait on the busy timeout: two processes opening a new store at the same time
+    # (the daemon starting, choir-admin) retry for a while (this runs in a pool thread)
+    for attempt in range(100):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == 99:
+                raise
+            time.sleep(0.05)
     # Under WAL, NORMAL syncs at checkpoints, not at every commit: a commit survives the
     # process crashing; only an OS crash or power cut may lose the last ones.
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
 
 
 def _job_from_row(row) -> Job:

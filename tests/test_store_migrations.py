@@ -132,3 +132,38 @@ class PublishMediaTest(unittest.TestCase):
         self.assertEqual([j.uuid for j in await store.media_jobs(media.id)],
                          [transitions[0].job.uuid])
         self.assertEqual(await store.media_by_path(source), media)
+
+
+OPEN_AT_ONCE = """
+import os, sys, time
+from twisted.internet import defer, task
+from choir_twisted.store import Store
+go = sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.001)
+async def main(reactor):
+    store = await Store.open(data_dir=sys.argv[1])
+    print(await store.journal_mode())
+    store.close()
+task.react(lambda r: defer.ensureDeferred(main(r)))
+"""
+
+
+class ConcurrentOpenTest(unittest.TestCase):
+    timeout = 120
+
+    def test_processes_opening_a_new_store_at_once_all_open_it(self):
+        # the daemon starting while choir-admin opens the same new store
+        import subprocess
+        import sys
+        for _ in range(3):
+            directory = tempfile.mkdtemp()
+            self.addCleanup(shutil.rmtree, directory)
+            go = os.path.join(directory, "go")
+            processes = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, directory, go],
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True) for _ in range(4)]
+            open(go, "w").close()
+            for p in processes:
+                out, err = p.communicate(timeout=60)
+                self.assertEqual((p.returncode, out.strip()), (0, "wal"), err[-2000:])
