@@ -14,7 +14,6 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from choir_clients import runner as R
-from choir_clients import runner_ffmpeg as F
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobState, JobType
 from choir_twisted.runners import RunnerService

@@ -19,7 +19,6 @@ from twisted.trial import unittest
 from twisted.web import client, resource, server
 from twisted.web.http_headers import Headers
 
-from choir_protocol import publishing as P
 from choir_protocol.jobs import JobState, JobType
 from choir_twisted.runners import RunnerService
 from choir_twisted.publisher import probe_file

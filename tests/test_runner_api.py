@@ -76,26 +76,32 @@ class Answer:
         return (self.headers.getRawHeaders(b"content-type") or [b""])[0].decode()
 
 
+async def serve_api(test, max_upload_bytes=10 * 1024 * 1024):
+    """The runner API on 127.0.0.1 for ``test`` (a trial TestCase): a store in a temporary
+    directory, a hub on a Clock, an HTTP agent; all cleaned up after the test."""
+    test.tmp = tempfile.mkdtemp()  # not test.mktemp(): under pytest it lands in the checkout
+    test.addCleanup(shutil.rmtree, test.tmp, True)
+    test.files_dir = os.path.join(test.tmp, "files")
+    os.makedirs(test.files_dir)
+    test.store = await Store.open(data_dir=test.tmp)
+    test.addCleanup(test.store.close)
+    test.clock = Clock()
+    test.clock.advance(1_700_000_000)
+    test.hub = NotificationHub(test.clock, lambda token: None)
+    test.addCleanup(test.hub.stop)
+    test.api = RunnerAPI(test.store, test.hub, test.files_dir, test.clock,
+                         max_upload_bytes=max_upload_bytes)
+    test.port = reactor.listenTCP(0, test.api.site(), interface="127.0.0.1")
+    test.addCleanup(test.port.stopListening)
+    test.pool = client.HTTPConnectionPool(reactor, persistent=False)
+    test.agent = client.Agent(reactor, pool=test.pool)
+
+
 class RunnerAPITest(unittest.TestCase):
     timeout = 30
 
     async def asyncSetUp(self, max_upload_bytes=10 * 1024 * 1024):
-        self.tmp = tempfile.mkdtemp()  # not self.mktemp(): under pytest it lands in the checkout
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.files_dir = os.path.join(self.tmp, "files")
-        os.makedirs(self.files_dir)
-        self.store = await Store.open(data_dir=self.tmp)
-        self.addCleanup(self.store.close)
-        self.clock = Clock()
-        self.clock.advance(1_700_000_000)
-        self.hub = NotificationHub(self.clock, lambda token: None)
-        self.addCleanup(self.hub.stop)
-        self.api = RunnerAPI(self.store, self.hub, self.files_dir, self.clock,
-                             max_upload_bytes=max_upload_bytes)
-        self.port = reactor.listenTCP(0, self.api.site(), interface="127.0.0.1")
-        self.addCleanup(self.port.stopListening)
-        self.pool = client.HTTPConnectionPool(reactor, persistent=False)
-        self.agent = client.Agent(reactor, pool=self.pool)
+        await serve_api(self, max_upload_bytes)
 
     async def post(self, path, body=None, *, raw=None, content_type="application/json",
                    producer=None):

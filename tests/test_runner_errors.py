@@ -10,22 +10,16 @@ import io
 import json
 import os
 import secrets
-import shutil
-import tempfile
 
-from twisted.internet import reactor
-from twisted.internet.task import Clock
 from twisted.trial import unittest
 from twisted.web import client
 from twisted.web.http_headers import Headers
 
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobState, JobType
-from choir_twisted.notifications import NotificationHub
-from choir_twisted.runner_api import MAX_JSON_BYTES, RunnerAPI
-from choir_twisted.store import Store
+from choir_twisted.runner_api import MAX_JSON_BYTES
 
-from .test_runner_api import Answer, multipart
+from .test_runner_api import Answer, multipart, serve_api
 
 P = "/api/v1/runners"
 TASK_FILE = "intro.mp4"
@@ -98,22 +92,8 @@ class RunnerErrorsTest(unittest.TestCase):
     timeout = 30
 
     async def asyncSetUp(self, max_upload_bytes=10 * 1024 * 1024):
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.files_dir = os.path.join(self.tmp, "files")
-        os.makedirs(self.files_dir)
+        await serve_api(self, max_upload_bytes)
         self.private = write_inputs(self.files_dir)
-        self.store = await Store.open(data_dir=self.tmp)
-        self.addCleanup(self.store.close)
-        self.clock = Clock()
-        self.clock.advance(1_700_000_000)
-        self.hub = NotificationHub(self.clock, lambda token: None)
-        self.addCleanup(self.hub.stop)
-        self.api = RunnerAPI(self.store, self.hub, self.files_dir, self.clock,
-                             max_upload_bytes=max_upload_bytes)
-        self.port = reactor.listenTCP(0, self.api.site(), interface="127.0.0.1")
-        self.addCleanup(self.port.stopListening)
-        self.agent = client.Agent(reactor, pool=client.HTTPConnectionPool(reactor, persistent=False))
 
     async def post(self, path, body=None, *, raw=None, content_type="application/json"):
         if raw is None:

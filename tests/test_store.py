@@ -13,7 +13,9 @@ from choir_twisted.store import DB_NAME, StaleJob, Store
 T0 = 1_700_000_000.0
 
 
-class StoreTest(unittest.TestCase):
+class StoreFixture:
+    """A store in a temporary directory (for trial TestCases)."""
+
     timeout = 30
 
     async def setUp(self):
@@ -26,6 +28,8 @@ class StoreTest(unittest.TestCase):
         tok = await self.store.create_registration_token(now=T0)
         return await self.store.register_runner(tok.token, name, "d", "1.0", "10.0.0.1", now=T0)
 
+
+class StoreTest(StoreFixture, unittest.TestCase):
     async def test_file_wal_and_reopen(self):
         path = os.path.join(self.dir, DB_NAME)
         self.assertTrue(os.path.exists(path))

@@ -11,22 +11,14 @@ from choir_protocol.jobs import JobState, JobType
 from choir_twisted.store import DB_NAME, SCHEMA_VERSION, StaleJob, Store
 
 from .daemon_process import until
+from .test_store import T0, StoreFixture
 
-T0 = 1_700_000_000.0
 
+class StoreRaceTest(StoreFixture, unittest.TestCase):
+    """Writes checked against the whole record they were computed from."""
 
-class StoreRaceTest(unittest.TestCase):
-    timeout = 30
-
-    async def setUp(self):
-        self.dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.dir)
-        self.store = await Store.open(data_dir=self.dir)
-        self.addCleanup(self.store.close)
-
-    async def processing(self, runner_name="r1"):
-        reg = await self.store.create_registration_token(now=T0)
-        runner = await self.store.register_runner(reg.token, runner_name, now=T0)
+    async def processing(self):
+        runner = await self.runner()
         tr = await self.store.create_job(JobType.VOD_HLS, {}, now=T0)
         return runner, await self.store.accept(tr.job.uuid, runner.id, now=T0)
 
