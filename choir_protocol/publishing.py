@@ -9,6 +9,7 @@ Nothing is made above the source's own resolution.
 
 Job specs are the dicts ``Store.create_jobs`` takes. A child's ``max-quality`` input names
 its parent's output (``{"job": uuid, "file": "videoFile"}``), resolved when the runner asks.
+Job uuids come from ``make_uuid`` (random by default; pass a counter for reproducible plans).
 """
 import re
 import uuid as uuidlib
@@ -90,14 +91,14 @@ def probe_from_ffprobe(info: dict) -> Probe:
 
 # -- the plan -----------------------------------------------------------------------------------
 
-def _uuid() -> str:
+def new_uuid() -> str:
     return str(uuidlib.uuid4())
 
 
-def _hls_jobs(parent: str, media_id: str, targets) -> list:
+def _hls_jobs(parent: str, media_id: str, targets, make_uuid) -> list:
     out = []
     for resolution, fps in targets:
-        uuid = _uuid()
+        uuid = make_uuid()
         out.append(dict(type=JobType.VOD_HLS, uuid=uuid, parent_uuid=parent, media_id=media_id,
                         priority=CHILD_PRIORITY,
                         payload=J.hls_payload("", uuid, media_id, resolution, fps),
@@ -107,39 +108,41 @@ def _hls_jobs(parent: str, media_id: str, targets) -> list:
 
 
 def recording_jobs(media_id: str, audio_path: str, cover_path: str,
-                   settings: TranscodingSettings = J.DEFAULT_SETTINGS) -> list:
+                   settings: TranscodingSettings = J.DEFAULT_SETTINGS,
+                   make_uuid=new_uuid) -> list:
     """An audio merge (audio + cover -> MP4 at the ladder's top, PeerTube's audio-merge fps),
     then HLS at every resolution of the ladder, made from the merged MP4."""
     top = max(settings.resolutions)
     fps = settings.fps_audio_merge
-    merge = _uuid()
+    merge = make_uuid()
     specs = [dict(type=JobType.VOD_AUDIO_MERGE, uuid=merge, media_id=media_id,
                   priority=RECORDING_PRIORITY,
                   payload=J.audio_merge_payload("", merge, media_id, top, fps),
                   private_payload={"inputs": {"max-quality": audio_path,
                                               "preview": cover_path}})]
     ladder = sorted(settings.resolutions, reverse=True)
-    return specs + _hls_jobs(merge, media_id, [(r, fps) for r in ladder])
+    return specs + _hls_jobs(merge, media_id, [(r, fps) for r in ladder], make_uuid)
 
 
 def upload_jobs(media_id: str, probe: Probe, source_path: str, cover_path: str | None = None,
-                settings: TranscodingSettings = J.DEFAULT_SETTINGS) -> list:
+                settings: TranscodingSettings = J.DEFAULT_SETTINGS,
+                make_uuid=new_uuid) -> list:
     """A video: web video at the max quality, then HLS at each target and web video at the
     lower ones. Audio only: as a recording (needs ``cover_path``)."""
     if not probe.has_video:
         if cover_path is None:
             raise ValueError("an audio-only media needs a cover image")
-        return recording_jobs(media_id, source_path, cover_path, settings)
+        return recording_jobs(media_id, source_path, cover_path, settings, make_uuid)
     targets = J.transcoding_targets(probe.width, probe.height, probe.fps, settings)
     (top, top_fps), lower = targets[0], targets[1:]
-    parent = _uuid()
+    parent = make_uuid()
     specs = [dict(type=JobType.VOD_WEB_VIDEO, uuid=parent, media_id=media_id,
                   priority=RECORDING_PRIORITY,
                   payload=J.web_video_payload("", parent, media_id, top, top_fps),
                   private_payload={"inputs": {"max-quality": source_path}})]
-    specs += _hls_jobs(parent, media_id, targets)
+    specs += _hls_jobs(parent, media_id, targets, make_uuid)
     for resolution, fps in lower:
-        uuid = _uuid()
+        uuid = make_uuid()
         specs.append(dict(type=JobType.VOD_WEB_VIDEO, uuid=uuid, parent_uuid=parent,
                           media_id=media_id, priority=CHILD_PRIORITY,
                           payload=J.web_video_payload("", uuid, media_id, resolution, fps),

@@ -170,3 +170,13 @@ def test_media_state(states):
 
 def test_no_jobs():
     assert P.media_state([]) == "none"
+
+
+def test_a_plan_is_reproducible_with_its_own_uuids():
+    def counter():
+        n = iter(range(100))
+        return lambda: f"job-{next(n)}"
+    a = P.upload_jobs("m", P.Probe(5.0, 1280, 720, 30.0, True), "/s.mp4", make_uuid=counter())
+    b = P.upload_jobs("m", P.Probe(5.0, 1280, 720, 30.0, True), "/s.mp4", make_uuid=counter())
+    assert a == b and a[0]["uuid"] == "job-0"
+    assert all(s["parent_uuid"] == "job-0" for s in a[1:])
