@@ -16,13 +16,14 @@ from twisted.logger import Logger
 from choir_protocol.jobs import JobType
 
 from . import runner_ffmpeg as F
-from .runner_http import ServerProblem
+from .runner_http import ServerProblem, Unreachable
 
 log = Logger()
 
 PROGRESS_EVERY = 3.0  # seconds between progress updates, at most
 HEARTBEAT_EVERY = 60.0  # an update at least this often: the server's stall watchdog is 2 min
 STDERR_TAIL = 4096
+RETRY_DELAYS = (2.0, 10.0, 30.0)  # before each new try of a result the server did not get
 SUPPORTED = (JobType.VOD_WEB_VIDEO, JobType.VOD_HLS, JobType.VOD_AUDIO_MERGE)
 # the server no longer considers the job ours: stop working on it
 LOST_CODES = frozenset({"runner_job_not_in_processing_state", "unknown_runner_job"})
@@ -279,11 +280,29 @@ async def process(reactor, api, job, work_root=None, progress_every=PROGRESS_EVE
         except Exception as e:  # ffmpeg, a bad input, a download refused: the job's fault
             return await _fail(api, uuid, token, e)
         reporter.stop()
-        await api.success(uuid, token, files)
+        try:
+            await retrying(reactor, lambda: api.success(uuid, token, files))
+        except ServerProblem as e:  # e.g. a result over the server's size limit
+            if e.code in LOST_CODES:  # (or a retry of a success the server had got)
+                return "lost"
+            return await _fail(api, uuid, token, e)
         return "completed"
     finally:
         reporter.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def retrying(reactor, call, delays=RETRY_DELAYS):
+    """``call()`` again after each delay while the server cannot be reached: a finished
+    job's result is not thrown away for a moment's network trouble. A refusal is final."""
+    for delay in (*delays, None):
+        try:
+            return await call()
+        except Unreachable as e:
+            if delay is None:
+                raise
+            log.warn("{e}: trying again in {delay:g} s", e=e, delay=delay)
+            await task.deferLater(reactor, delay, lambda: None)
 
 
 async def _fail(api, uuid, token, e) -> str:
@@ -291,7 +310,7 @@ async def _fail(api, uuid, token, e) -> str:
     message = str(e) if known and str(e) else f"{type(e).__name__}: {e}"
     log.warn("Job {uuid} failed: {message}", uuid=uuid, message=message)
     try:
-        await api.error(uuid, token, message[:10000])
+        await retrying(api.reactor, lambda: api.error(uuid, token, message[:10000]))
     except Exception as report_error:
         log.warn("Cannot report the failure of job {uuid}: {e}", uuid=uuid, e=report_error)
     return "failed"

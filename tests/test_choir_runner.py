@@ -284,3 +284,41 @@ class TogetherTest(unittest.TestCase):
         out = await runner_jobs._together(runner_jobs.run(reactor, ["true"]),
                                           runner_jobs.run(reactor, ["true"]))
         self.assertIsNone(out)
+
+
+class RetryingTest(unittest.TestCase):
+    """A finished job's result is sent again while the server cannot be reached."""
+
+    def test_unreachable_then_delivered(self):
+        from choir_clients import runner_jobs
+        from choir_clients.runner_http import Unreachable
+        clock = task.Clock()
+        calls = []
+
+        async def call():
+            calls.append(clock.seconds())
+            if len(calls) < 3:
+                raise Unreachable("http://x: connection refused")
+            return "sent"
+        d = defer.ensureDeferred(runner_jobs.retrying(clock, call, delays=(2.0, 10.0, 30.0)))
+        clock.advance(2.0)
+        clock.advance(10.0)
+        self.assertEqual(self.successResultOf(d), "sent")
+        self.assertEqual(calls, [0.0, 2.0, 12.0])
+
+    def test_refusals_are_final_and_retries_end(self):
+        from choir_clients import runner_jobs
+        from choir_clients.runner_http import ServerProblem, Unreachable
+        clock = task.Clock()
+
+        async def refused():
+            raise ServerProblem(413, "payload_too_large", "too big")
+        self.failureResultOf(defer.ensureDeferred(runner_jobs.retrying(clock, refused)),
+                             ServerProblem)
+
+        async def down():
+            raise Unreachable("down")
+        d = defer.ensureDeferred(runner_jobs.retrying(clock, down, delays=(1.0, 1.0)))
+        clock.advance(1.0)
+        clock.advance(1.0)
+        self.failureResultOf(d, Unreachable)
