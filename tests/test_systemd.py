@@ -407,3 +407,24 @@ def test_socket_activation_by_name(tmp_path, socket_activated):
                  ("director", "director")]
     daemon = socket_activated(listeners, args)
     _run_rehearsal(daemon, data_dir)
+
+
+def test_systemd_analyze_verify_accepts_the_runner_unit(tmp_path):
+    analyze = _systemd_tool("systemd-analyze")
+    runner = os.path.join(os.path.dirname(_twistd()), "choir-runner")
+    assert os.path.exists(runner)
+    unit = tmp_path / "choir-runner.service"
+    unit.write_text((CONTRIB / "choir-runner.service").read_text()
+                    .replace("/opt/choir/venv/bin/choir-runner", runner))
+    result = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True,
+                            text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "choir" not in output, output
+    (command,) = _unit_values(unit.read_text(), "ExecStart")
+    args = shlex.split(command)
+    assert args[:2] == [runner, "server"]
+    # the options it gives are the program's own
+    from choir_clients.runner import ServerOptions
+    options = ServerOptions()
+    options.parseOptions(args[2:])
+    assert (options["concurrency"], options["work-dir"]) == (2, "/var/lib/choir-runner/work")
