@@ -7,15 +7,15 @@ import subprocess
 import tempfile
 import time
 
-from autobahn.twisted.websocket import WebSocketClientFactory
-from twisted.internet import defer, endpoints, reactor, threads
+from twisted.internet import reactor, threads
 from twisted.trial import unittest
 
 from choir_protocol.jobs import JobState, JobType
 from choir_twisted.runners import RunnerService
 
 from .test_admin import cli
-from .test_runners_daemon import Runner, post
+from .socketio_runner import connect_socket
+from .test_runners_daemon import post
 
 
 def make_video(path, size="640x360", seconds=2):
@@ -90,22 +90,14 @@ class AdminMediaTest(unittest.TestCase):
         reg = await service.store.create_registration_token()
         _, answer = await post(port, "register", {"registrationToken": reg.token, "name": "r"})
         token = answer["runnerToken"]
-        factory = WebSocketClientFactory(
-            f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")
-        factory.protocol, factory.opened = Runner, defer.Deferred()
-        await endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
-        socket = await factory.opened
-        self.addCleanup(socket.dropConnection)
-        await socket.frames.get()
-        socket.sendMessage(('40/runners,{"runnerToken":"%s"}' % token).encode())
-        self.assertTrue((await socket.frames.get())[1].startswith('40/runners,{"sid":'))
+        socket = await connect_socket(port, token, self)
 
         video = os.path.join(self.dir, "clip.mp4")
         make_video(video)
         code, out, err = await threads.deferToThread(self.cli, "--json", "media", "submit", video)
         done = time.monotonic()
         self.assertEqual((code, err), (0, ""))
-        heard_at, frame = await socket.frames.get()
+        heard_at, frame = await socket.arrivals.get()
         self.assertEqual(frame, '42/runners,["available-jobs"]')
         self.assertLess(heard_at - done, 2.0)
         _, body = await post(port, "jobs/request", {"runnerToken": token})

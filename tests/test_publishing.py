@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 
+import attrs
 import numpy as np
 from ffmpeg import probe as ffmpeg_probe
 import soundfile
@@ -19,7 +20,8 @@ from twisted.trial import unittest
 from twisted.web import client, resource, server
 from twisted.web.http_headers import Headers
 
-from choir_protocol.jobs import JobState, JobType
+from choir_protocol import jobs as J
+from choir_protocol.jobs import DEFAULT_SETTINGS, JobState, JobType
 from choir_twisted.runners import RunnerService
 from choir_twisted.publisher import probe_file
 
@@ -123,6 +125,20 @@ class PublishingTest(unittest.TestCase):
 
     async def api_token(self):
         return (await self.store.create_api_token("tests")).token
+
+    async def serving(self, **start):
+        """The service started (``start``: as for start()); -> an API token."""
+        await self.start(**start)
+        await self.run_service()
+        return await self.api_token()
+
+    def generated(self, name, *ffmpeg_args) -> str:
+        """A file made by ffmpeg (its arguments before the output) in a temporary place."""
+        work = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, work, True)
+        path = os.path.join(work, name)
+        ffmpeg(*ffmpeg_args, path)
+        return path
 
     # -- a recording ---------------------------------------------------------------------
 
@@ -243,12 +259,8 @@ class PublishingTest(unittest.TestCase):
         self.assertEqual(len(await self.store.list_media()), 1)
 
     async def test_a_configured_cover_and_ladder(self):
-        cover_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, cover_dir, True)
-        cover = os.path.join(cover_dir, "ours.jpg")
-        ffmpeg("-f", "lavfi", "-i", "color=c=red:s=640x480", "-frames:v", "1", cover)
-        import attrs
-        from choir_protocol.jobs import DEFAULT_SETTINGS
+        cover = self.generated("ours.jpg", "-f", "lavfi", "-i", "color=c=red:s=640x480",
+                               "-frames:v", "1")
         await self.start(cover=cover, settings=attrs.evolve(DEFAULT_SETTINGS,
                                                             resolutions=frozenset({480})))
         session = make_session(self.sessions)
@@ -272,14 +284,10 @@ class PublishingTest(unittest.TestCase):
                 if os.sep + "media" + os.sep in d or os.sep + "uploads" in d]
 
     async def test_an_uploaded_video_is_probed_and_planned(self):
-        await self.start()
-        await self.run_service()
-        token = await self.api_token()
-        work = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, work, True)
-        video = os.path.join(work, "clip.mp4")
-        ffmpeg("-f", "lavfi", "-i", "testsrc=s=854x480:r=24:d=2", "-f", "lavfi", "-i",
-               "sine=d=2", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", video)
+        token = await self.serving()
+        video = self.generated("clip.mp4", "-f", "lavfi", "-i", "testsrc=s=854x480:r=24:d=2",
+                               "-f", "lavfi", "-i", "sine=d=2", "-c:v", "libx264", "-preset",
+                               "ultrafast", "-c:a", "aac")
         with open(video, "rb") as f:
             data = f.read()
         a = await self.upload(data, "clip.mp4", token, webhook="http://127.0.0.1:9/x")
@@ -303,13 +311,8 @@ class PublishingTest(unittest.TestCase):
         self.assertEqual([m["id"] for m in listing.json["data"]], [view["id"]])
 
     async def test_an_uploaded_song_gets_a_cover(self):
-        await self.start()
-        await self.run_service()
-        token = await self.api_token()
-        work = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, work, True)
-        song = os.path.join(work, "song.mp3")
-        ffmpeg("-f", "lavfi", "-i", "sine=d=3", song)
+        token = await self.serving()
+        song = self.generated("song.mp3", "-f", "lavfi", "-i", "sine=d=3")
         with open(song, "rb") as f:
             a = await self.upload(f.read(), "song.mp3", token, name="Ave verum")
         self.assertEqual(a.code, 201, a.body)
@@ -318,9 +321,7 @@ class PublishingTest(unittest.TestCase):
         self.assertEqual(sorted(f["name"] for f in a.json["inputs"]), ["cover.png", "source.mp3"])
 
     async def test_upload_refusals(self):
-        await self.start(max_upload_bytes=200_000)
-        await self.run_service()
-        token = await self.api_token()
+        token = await self.serving(max_upload_bytes=200_000)
         a = await self.upload(b"x", "a.mp4", "choir-wrong")
         self.assertEqual((a.code, a.json["code"]), (401, "unauthorized"))
         body, ctype = multipart([], [("file", "a.mp4", b"x")])
@@ -345,18 +346,12 @@ class PublishingTest(unittest.TestCase):
         self.assertEqual((a.code, a.json["code"]), (404, "unknown_media"))
 
     async def test_a_failed_webhook_is_recorded(self):
-        await self.start(webhook_code=500)
-        await self.run_service()
-        token = await self.api_token()
-        work = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, work, True)
-        song = os.path.join(work, "song.flac")
-        ffmpeg("-f", "lavfi", "-i", "sine=d=2", song)
+        token = await self.serving(webhook_code=500)
+        song = self.generated("song.flac", "-f", "lavfi", "-i", "sine=d=2")
         with open(song, "rb") as f:
             view = (await self.upload(f.read(), "song.flac", token)).json
         for job in await self.store.media_jobs(view["id"]):  # an operator cancels it all
             if job.parent_uuid is None:
-                from choir_protocol import jobs as J
                 await self.store.save(J.cancel(job, 1.0, await self.store.children(job.uuid)))
         await until(lambda: len(self.sink.bodies) == 3, what="three attempts")
         media = await until_value(lambda: self.store.get_media(view["id"]),

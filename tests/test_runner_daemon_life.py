@@ -13,8 +13,7 @@ import signal
 import tempfile
 import uuid as uuidlib
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, endpoints, reactor, task, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 from twisted.web import client
 
@@ -24,47 +23,10 @@ from choir_twisted.runners import RunnerService
 from choir_twisted.store import Store
 
 from .daemon_process import TwistdDaemon, until
+from .socketio_runner import connect_socket
 from .test_runner_api import multipart
 from .test_runner_errors import INPUTS, P, check_problem, encode, http_post, job_token_calls, \
     write_inputs
-
-AVAILABLE = '42/runners,["available-jobs"]'
-
-
-class SocketRunner(WebSocketClientProtocol):
-    """A runner's socket.io connection: answers pings, keeps every other frame."""
-
-    def onOpen(self):
-        self.frames = []
-        self.factory.opened.callback(self)
-
-    def onMessage(self, payload, isBinary):
-        text = payload.decode()
-        if text == "2":
-            self.sendMessage(b"3")
-        else:
-            self.frames.append(text)
-
-    def onClose(self, wasClean, code, reason):
-        if not self.factory.opened.called:
-            self.factory.opened.errback(ConnectionError(reason))
-
-    def available_jobs(self) -> int:
-        return self.frames.count(AVAILABLE)
-
-
-async def connect_socket(port, runner_token) -> SocketRunner:
-    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")
-    factory.protocol, factory.opened = SocketRunner, defer.Deferred()
-    await endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
-    sock = await factory.opened
-    await until(lambda: sock.frames, 10, "the engine.io open frame")
-    assert sock.frames[0].startswith("0{"), sock.frames
-    sock.sendMessage(('40/runners,{"runnerToken":"%s"}' % runner_token).encode())
-    await until(lambda: len(sock.frames) > 1, 10, "the namespace connect answer")
-    assert sock.frames[1].startswith('40/runners,{"sid":'), sock.frames
-    return sock
-
 
 class RunnerClient:
     """Just enough of a runner, over real HTTP."""

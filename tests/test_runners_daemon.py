@@ -9,8 +9,7 @@ import sys
 import tempfile
 import time
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import reactor
 from twisted.trial import unittest
 from twisted.web import client
 from twisted.web.http_headers import Headers
@@ -18,22 +17,7 @@ from twisted.web.http_headers import Headers
 from choir_twisted.store import Store
 
 from .daemon_process import TwistdDaemon, until
-
-
-class Runner(WebSocketClientProtocol):
-    def __init__(self):
-        super().__init__()
-        self.frames = defer.DeferredQueue()
-
-    def onOpen(self):
-        self.factory.opened.callback(self)
-
-    def onMessage(self, payload, isBinary):
-        text = payload.decode()
-        if text == "2":
-            self.sendMessage(b"3")
-        else:
-            self.frames.put((time.monotonic(), text))
+from .socketio_runner import connect_socket
 
 
 async def post(port, path, body):
@@ -68,14 +52,7 @@ class RunnerDaemonTest(unittest.TestCase):
         code, body = await post(http, "jobs/request", {"runnerToken": "ptrt-nobody"})
         self.assertEqual((code, body["code"]), (404, "unknown_runner_token"))
 
-        factory = WebSocketClientFactory(f"ws://127.0.0.1:{http}/socket.io/?EIO=4&transport=websocket")
-        factory.protocol, factory.opened = Runner, defer.Deferred()
-        await endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", http).connect(factory)
-        socket = await factory.opened
-        self.addCleanup(socket.dropConnection)
-        self.assertTrue((await socket.frames.get())[1].startswith("0{"))
-        socket.sendMessage(('40/runners,{"runnerToken":"%s"}' % runner_token).encode())
-        self.assertTrue((await socket.frames.get())[1].startswith('40/runners,{"sid":'))
+        socket = await connect_socket(http, runner_token, self)
 
         # another process (here: this one) makes a job pending in the daemon's store
         store = await Store.open(data_dir=self.data_dir)
@@ -84,7 +61,7 @@ class RunnerDaemonTest(unittest.TestCase):
         await store.create_job("vod-web-video-transcoding",
                                {"input": {"videoFileUrl": "x", "separatedAudioFileUrl": []},
                                 "output": {"resolution": 480, "fps": 30}})
-        heard_at, frame = await socket.frames.get()
+        heard_at, frame = await socket.arrivals.get()
         self.assertEqual(frame, '42/runners,["available-jobs"]')
         self.assertLess(heard_at - made, 2.0)
         code, body = await post(http, "jobs/request", {"runnerToken": runner_token})
