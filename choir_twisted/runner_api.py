@@ -57,6 +57,7 @@ from twisted.web import resource, server
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobError, JobState, JobType
 from choir_protocol.publishing import output_name, rename_segments
+from choir_protocol.urls import absolute_payload, request_base
 from choir_twisted.store import StaleJob
 
 log = Logger()
@@ -319,6 +320,11 @@ def _string(body: dict, name: str, required: bool = True, max_len: int = 10000):
     return value
 
 
+def _header(request, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
 def _ip(request):
     addr = request.getClientAddress()
     return getattr(addr, "host", None)
@@ -357,12 +363,15 @@ def _point_playlist_at_video(sinks, wanted):
 class RunnerAPI:
     app = Klein()
 
-    def __init__(self, store, hub, files_dir, clock, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
+    def __init__(self, store, hub, files_dir, clock, max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES,
+                 public_url=None, trusted_proxies=()):
         self.store = store
         self.hub = hub
         self.files_dir = os.path.abspath(files_dir)
         self.clock = clock
         self.max_upload_bytes = max_upload_bytes
+        self.public_url = public_url
+        self.trusted_proxies = tuple(trusted_proxies)
 
     # -- the resource tree --
 
@@ -403,6 +412,20 @@ class RunnerAPI:
                 raise bad_request(f"bad multipart body: {e}")
             return fields
         return _json_body(request)
+
+    def base_url(self, request) -> str:
+        """The URL this request reached us at (``choir_protocol.urls.request_base``)."""
+        here = request.getHost()
+        return request_base(
+            public_url=self.public_url, secure=request.isSecure(),
+            host=_header(request, b"host"), peer=_ip(request),
+            forwarded_proto=_header(request, b"x-forwarded-proto"),
+            forwarded_host=_header(request, b"x-forwarded-host"),
+            trusted_proxies=self.trusted_proxies,
+            default_host=f"{getattr(here, 'host', 'localhost')}:{getattr(here, 'port', 80)}")
+
+    def _wire_payload(self, request, payload: dict) -> dict:
+        return absolute_payload(payload, self.base_url(request))
 
     async def _runner(self, request, body):
         return await self.store.runner_by_token(_string(body, "runnerToken"), ip=_ip(request),
@@ -464,14 +487,17 @@ class RunnerAPI:
                 raise bad_request("field jobTypes must be a list of strings")
         jobs = await self.store.pending_jobs(job_types or None, limit=MAX_AVAILABLE_JOBS)
         return _json(request, {"availableJobs": [
-            {"uuid": j.uuid, "type": j.type, "payload": j.payload} for j in jobs]})
+            {"uuid": j.uuid, "type": j.type, "payload": self._wire_payload(request, j.payload)}
+            for j in jobs]})
 
     @app.route(PREFIX + "/jobs/<string:uuid>/accept", methods=["POST"])
     @_problems
     async def accept(self, request, uuid):
         runner = await self._runner(request, _json_body(request))
         job = await self.store.accept(uuid, runner.id, now=self.now())
-        return _json(request, {"job": job.to_wire(with_token=True)})
+        wire = job.to_wire(with_token=True)
+        wire["payload"] = self._wire_payload(request, wire["payload"])
+        return _json(request, {"job": wire})
 
     @app.route(PREFIX + "/jobs/<string:uuid>/abort", methods=["POST"])
     @_problems

@@ -34,8 +34,9 @@ class RunnerService(service.Service):
     def __init__(self, reactor, endpoint: str, data_dir: str, clock=time.time, *,
                  watchdog_interval=WATCHDOG_SECONDS, vod_stalled_after=J.VOD_STALLED_AFTER,
                  live_stalled_after=J.LIVE_STALLED_AFTER, publishing=None,
-                 max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES):
+                 max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES, trusted_proxies=()):
         self.reactor = reactor
+        self.trusted_proxies = tuple(trusted_proxies)
         self.publishing = dict(publishing or {})  # Publisher's keyword arguments
         self.max_upload_bytes = max_upload_bytes
         self.watchdog_interval = watchdog_interval
@@ -59,7 +60,9 @@ class RunnerService(service.Service):
         schema = self.store.create_schema()
         self.hub = NotificationHub(self.reactor, self._authenticate)
         self.api = RunnerAPI(self.store, self.hub, self.data_dir, self.reactor,  # .seconds()
-                             max_upload_bytes=self.max_upload_bytes)
+                             max_upload_bytes=self.max_upload_bytes,
+                             public_url=self.publishing.get("public_url"),
+                             trusted_proxies=self.trusted_proxies)
         self.publishing.setdefault("sessions_dir", os.path.join(self.data_dir, "sessions"))
         self.publisher = Publisher(self.store, self.hub, self.data_dir, self.reactor,
                                    **self.publishing)

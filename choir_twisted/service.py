@@ -1,5 +1,6 @@
 """``twistd choir``: options and the service tree."""
 import os
+from urllib.parse import urlsplit
 
 import attrs
 from twisted.application import service, strports
@@ -8,6 +9,7 @@ from twisted.python import usage
 
 from choir_protocol.constants import MIX_WINDOW_CHUNKS
 from choir_protocol.jobs import ALL_RESOLUTIONS, DEFAULT_SETTINGS
+from choir_protocol.urls import parse_networks
 
 from .protocols import DeskProtocol, DirectorProtocol, RoomFactory, SingerProtocol
 from .room import TICK, Room
@@ -43,8 +45,13 @@ class Options(usage.Options):
                                              "to publish recordings and uploads at."],
         ["webhook", None, None, "URL to POST a media's JSON to when all its jobs have ended "
                                 "(an upload's own webhook field takes precedence)."],
-        ["public-url", None, None, "The URL this daemon's HTTP endpoint is reached at, for "
-                                   "absolute links in webhooks [default: relative links]."],
+        ["public-url", None, None, "The URL this daemon's HTTP endpoint is reached at, with "
+                                   "its path prefix behind a reverse proxy (https://host/choir), "
+                                   "for the links in job payloads and webhooks [default: the "
+                                   "scheme and Host of each request]."],
+        ["trusted-proxy", None, "", "Comma-separated addresses or networks of reverse proxies "
+                                    "whose X-Forwarded-Proto and X-Forwarded-Host are believed "
+                                    "(e.g. 127.0.0.1,10.0.0.0/8) [default: none]."],
     ]
     optFlags = [
         ["no-record", None, "Do not record sessions."],
@@ -73,6 +80,15 @@ class Options(usage.Options):
         for url in ("webhook", "public-url"):
             if self[url] is not None and not self[url].startswith(("http://", "https://")):
                 raise usage.UsageError(f"--{url} must be an http:// or https:// URL")
+        if self["public-url"] is not None:
+            parts = urlsplit(self["public-url"])
+            if not parts.netloc or parts.query or parts.fragment:
+                raise usage.UsageError("--public-url: scheme://host[:port][/prefix], "
+                                       "without query or fragment")
+        try:
+            self["trusted-proxy"] = parse_networks(self["trusted-proxy"])
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-proxy: {e}")
 
 
 STOP_WAIT_SECONDS = 60
@@ -125,7 +141,8 @@ def makeService(options, clock=reactor) -> service.MultiService:
         if data_dir is None:
             publishing["sessions_dir"] = None  # nothing recorded, nothing to publish
         runners = RunnerService(clock, options["http"], os.path.abspath(options["data-dir"]),
-                                publishing=publishing)
+                                publishing=publishing,
+                                trusted_proxies=options["trusted-proxy"])
         runners.setName("runners")
         runners.setServiceParent(top)
         top.runners = runners

@@ -18,6 +18,7 @@ from choir_protocol.jobs import JobState, JobType
 from choir_twisted.notifications import NotificationHub
 from choir_twisted.runner_api import RunnerAPI, parse_multipart
 from choir_twisted.store import Store
+from choir_protocol.urls import parse_networks
 
 P = "/api/v1/runners"
 
@@ -104,13 +105,15 @@ class RunnerAPITest(unittest.TestCase):
         await serve_api(self, max_upload_bytes)
 
     async def post(self, path, body=None, *, raw=None, content_type="application/json",
-                   producer=None):
+                   producer=None, headers=None):
         if raw is None and body is not None:
             raw = json.dumps(body).encode()
-        headers = Headers({b"content-type": [content_type.encode()]})
+        headers = Headers({b"content-type": [content_type.encode()], **(headers or {})})
         if producer is None and raw is not None:
             producer = client.FileBodyProducer(io.BytesIO(raw))
-        url = f"http://127.0.0.1:{self.port.getHost().port}{path}".encode()
+        if path.startswith("/"):
+            path = f"http://127.0.0.1:{self.port.getHost().port}{path}"
+        url = path.encode()
         response = await self.agent.request(b"POST", url, headers, producer)
         return Answer(response, await client.readBody(response))
 
@@ -174,7 +177,11 @@ class RunnerAPITest(unittest.TestCase):
         a = await self.post(P + "/jobs/request", {"runnerToken": token})
         self.assertEqual(a.code, 200)
         self.assertEqual([j["uuid"] for j in a.json["availableJobs"]], [other.uuid, job.uuid])
-        self.assertEqual(a.json["availableJobs"][1]["payload"], job.payload)
+        # every URL a runner reads is absolute: PeerTube's runner passes it to new URL()
+        base = f"http://127.0.0.1:{self.port.getHost().port}"
+        listed = a.json["availableJobs"][1]["payload"]
+        self.assertEqual(listed["input"]["videoFileUrl"], base + job.payload["input"]["videoFileUrl"])
+        self.assertEqual(listed["output"], job.payload["output"])
         a = await self.post(P + "/jobs/request", {"runnerToken": token,
                                                   "jobTypes": [JobType.VOD_WEB_VIDEO]})
         self.assertEqual([j["uuid"] for j in a.json["availableJobs"]], [job.uuid])
@@ -187,9 +194,10 @@ class RunnerAPITest(unittest.TestCase):
         job_token = wire["jobToken"]
         self.assertTrue(job_token.startswith("ptrjt-"))
         self.assertIsNotNone(wire["startedAt"])
+        self.assertEqual(wire["payload"], listed)
 
-        # the input file, by the payload's URL
-        url = job.payload["input"]["videoFileUrl"]
+        # the input file, by the payload's (absolute) URL
+        url = wire["payload"]["input"]["videoFileUrl"]
         a = await self.post(url, {"runnerToken": token, "jobToken": job_token})
         self.assertEqual(a.code, 200)
         self.assertEqual(a.body, content)
@@ -242,6 +250,36 @@ class RunnerAPITest(unittest.TestCase):
         self.assertEqual(a.code, 204)
         a = await self.post(P + "/jobs/request", {"runnerToken": token})
         self.assertProblem(a, 404, "unknown_runner_token")
+
+    async def listed_url(self, headers=None):
+        """The videoFileUrl a runner is given in jobs/request and in accept."""
+        job = await self.make_job()
+        token = await self.register(f"runner-{job.uuid}")
+        a = await self.post(P + "/jobs/request", {"runnerToken": token}, headers=headers)
+        listed = a.json["availableJobs"][0]["payload"]["input"]["videoFileUrl"]
+        a = await self.post(f"{P}/jobs/{job.uuid}/accept", {"runnerToken": token},
+                            headers=headers)
+        self.assertEqual(a.json["job"]["payload"]["input"]["videoFileUrl"], listed)
+        return listed[:-len(job.payload["input"]["videoFileUrl"])]
+
+    async def test_payload_urls_follow_the_host_the_runner_used(self):
+        await self.asyncSetUp()
+        self.assertEqual(await self.listed_url({b"host": [b"runner-side.example:8000"]}),
+                         "http://runner-side.example:8000")
+
+    async def test_payload_urls_from_the_public_url_with_its_prefix(self):
+        await self.asyncSetUp()
+        self.api.public_url = "https://choir.example/choir/"
+        self.assertEqual(await self.listed_url({b"x-forwarded-host": [b"evil.example"]}),
+                         "https://choir.example/choir")
+
+    async def test_forwarded_headers_count_only_from_a_trusted_proxy(self):
+        await self.asyncSetUp()
+        forwarded = {b"x-forwarded-proto": [b"https"], b"x-forwarded-host": [b"choir.example"]}
+        here = f"http://127.0.0.1:{self.port.getHost().port}"
+        self.assertEqual(await self.listed_url(forwarded), here)
+        self.api.trusted_proxies = parse_networks("127.0.0.0/8")
+        self.assertEqual(await self.listed_url(forwarded), "https://choir.example")
 
     async def test_transcription_success_keeps_the_language(self):
         await self.asyncSetUp()
