@@ -153,10 +153,13 @@ def upload_jobs(media_id: str, probe: Probe, source_path: str, cover_path: str |
 
 # -- outputs ------------------------------------------------------------------------------------
 
-def output_name(job_type: str, payload: dict, role: str, ext: str) -> str:
+def output_name(job_type: str, payload: dict, role: str, ext: str,
+                private_payload: dict | None = None) -> str:
     """The published name of a job's output, relative to the media's directory:
-    ``720p.mp4``, ``hls/720p.m3u8`` + ``hls/720p-fragmented.mp4``, ``subtitles.vtt``."""
-    resolution = (payload.get("output") or {}).get("resolution")
+    ``720p.mp4``, ``hls/720p.m3u8`` + ``hls/720p-fragmented.mp4``, ``subtitles.vtt``. A
+    studio job's payload has no output: its private payload names the file it replaces."""
+    resolution = (payload.get("output") or (private_payload or {}).get("output")
+                  or {}).get("resolution")
     tag = f"{int(resolution)}p" if isinstance(resolution, (int, float)) else "output"
     if job_type == JobType.VOD_HLS:
         return f"hls/{tag}.m3u8" if role == "resolutionPlaylistFile" else f"hls/{tag}-fragmented{ext}"

@@ -4,6 +4,9 @@
     GET  /api/v1/media              list every media                             API token
     GET  /api/v1/media/{id}         one media: state, jobs, inputs, outputs, hlsUrl
     GET  /api/v1/media/{id}/files/{name}   download a file (Range requests work)
+    POST /api/v1/media/{id}/studio/edit    a studio edit (PeerTube's form: tasks[i][name],
+                                           tasks[i][options][start|end|file]; or JSON
+                                           {"tasks": [...]} without files)    API token
 
 API tokens (``choir-admin api-tokens create``) travel as ``Authorization: Bearer``. A
 media's own pages need none: its id, a random uuid, is the capability (PeerTube's unlisted
@@ -21,10 +24,12 @@ from twisted.logger import Logger
 from twisted.web import static
 
 from choir_protocol import publishing as P
+from choir_protocol import studio as S
 from choir_protocol.jobs import JobError
 
-from .runner_api import (MultipartError, _content_type, _is_multipart, _problem, _json,
-                         bad_request, parse_multipart, too_large)
+from .runner_api import (MultipartError, _content_type, _is_multipart, _json_body, _problem,
+                         _json, bad_request, parse_multipart, too_large)
+from .studio import NotEditable, edit_media
 
 log = Logger()
 
@@ -167,3 +172,55 @@ class MediaAPI:
         leaf.contentTypes = {**leaf.contentTypes, **CONTENT_TYPES}
         leaf.isLeaf = True
         return leaf  # static.File streams it, with HEAD and Range
+
+    @app.route(PREFIX + "/<string:media_id>/studio/edit", methods=["POST"])
+    @_problems
+    async def studio_edit(self, request, media_id):
+        await self._authorize(request)
+        media = await self.store.get_media(media_id)
+        if media is None:
+            raise unknown_media(media_id)
+        uploads = {}
+        try:
+            if _is_multipart(request):
+                fields = await self._receive_task_files(request, uploads)
+                raw = S.tasks_from_form(fields, uploads)
+            else:
+                raw = _json_body(request).get("tasks")
+            await edit_media(self.store, self.files_dir, media, raw, uploads, move=True)
+        except S.StudioError as e:
+            raise JobError("bad_studio_edit", 400, str(e))
+        except NotEditable as e:
+            raise JobError("media_not_editable", 409, str(e))
+        finally:
+            for path, _ in uploads.values():
+                if os.path.exists(path):
+                    os.unlink(path)
+        self.publisher.hub.notify_available_jobs()
+        return _json(request, await self._describe(media), 201)
+
+    async def _receive_task_files(self, request, uploads) -> dict:
+        """The form's fields; its file parts into ``uploads`` {field: (temp path, filename)}."""
+        spool = os.path.join(self.files_dir, "uploads")
+        os.makedirs(spool, exist_ok=True)
+        sinks = {}
+
+        def open_file(name, filename):
+            if name in sinks or len(sinks) >= S.MAX_TASKS:
+                return None
+            sinks[name] = tempfile.NamedTemporaryFile(dir=spool, prefix=".upload-",
+                                                      delete=False)
+            uploads[name] = (sinks[name].name, filename)
+            return sinks[name]
+
+        def receive():
+            request.content.seek(0)
+            try:
+                return parse_multipart(request.content, _content_type(request), open_file)[0]
+            finally:
+                for sink in sinks.values():
+                    sink.close()
+        try:
+            return await threads.deferToThread(receive)
+        except MultipartError as e:
+            raise bad_request(f"bad multipart body: {e}")

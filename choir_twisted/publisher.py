@@ -109,22 +109,26 @@ def _session_subtitle(summary):
 
 
 def _variants(files_dir, jobs) -> list:
-    """Blocking: the completed HLS renditions, probed for size and bit rate."""
-    out = []
-    for job in jobs:
+    """Blocking: the completed HLS renditions, probed for size and bit rate. A rendition
+    made again (after a studio edit) is stored under the same name: the last one counts."""
+    latest = {}
+    for job in sorted(jobs, key=lambda j: j.finished_at or 0):
         files = ((job.private_payload.get("result") or {}).get("files") or {})
         playlist, video = files.get("resolutionPlaylistFile"), files.get("videoFile")
-        if job.type != J.JobType.VOD_HLS or job.state is not J.JobState.COMPLETED \
-                or not playlist or not video:
-            continue
+        if job.type == J.JobType.VOD_HLS and job.state is J.JobState.COMPLETED \
+                and playlist and video:
+            latest[playlist] = video
+    out = []
+    for playlist, video in latest.items():
         try:
             probe = probe_file(video)
-        except P.NotMedia:
+            size = os.path.getsize(video)
+        except (P.NotMedia, OSError):
             continue
         if not probe.has_video:
             continue
         hls_dir = os.path.dirname(video)
-        bandwidth = int(os.path.getsize(video) * 8 / max(probe.duration, 0.001))
+        bandwidth = int(size * 8 / max(probe.duration, 0.001))
         out.append(P.Variant(os.path.relpath(playlist, hls_dir), probe.width, probe.height,
                              probe.fps or 25.0, bandwidth))
     return out

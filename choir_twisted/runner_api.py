@@ -100,7 +100,8 @@ def file_not_found(what: str) -> JobError:
 
 # -- the size-limited request ----------------------------------------------------------------
 
-_UPLOAD_PATH = re.compile(rb"/api/v1/runners/jobs/[^/]+/(?:success|update)|/api/v1/media/?")
+_UPLOAD_PATH = re.compile(rb"/api/v1/runners/jobs/[^/]+/(?:success|update)|/api/v1/media/?"
+                          rb"|/api/v1/media/[^/]+/studio/edit")
 
 
 class LimitedRequest(server.Request):
@@ -583,7 +584,8 @@ class RunnerAPI:
         for field, filename in files.items():
             if field in SUCCESS_FILES:
                 role, default_ext = SUCCESS_FILES[field]
-                name = output_name(job.type, job.payload, role, _safe_ext(filename, default_ext))
+                name = output_name(job.type, job.payload, role, _safe_ext(filename, default_ext),
+                                   job.private_payload)
                 wanted[field] = _Written(field, role, os.path.join(directory, name), name)
 
         def copy():

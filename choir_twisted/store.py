@@ -727,6 +727,23 @@ class Store:
             cur, "UPDATE media SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
             (now, media_id)).rowcount == 1)
 
+    def edit_media(self, media_id, plan, now=None):
+        """A new round of jobs on a finished media (a studio edit), in one transaction:
+        ``plan(jobs)`` gets the media's jobs as they stand in it and returns the job specs
+        (or raises); the media is shown processing again and its webhook fires again at the
+        end. -> [Transition]."""
+        now = self.clock() if now is None else now
+
+        def go(cur):
+            jobs = [_job_from_row(r) for r in self._x(
+                cur, _JOB_SELECT + " WHERE media_id = ? ORDER BY created_at",
+                (media_id,)).fetchall()]
+            specs = plan(jobs)
+            self._x(cur, "UPDATE media SET ended_at = NULL, webhook_sent_at = NULL, "
+                         "webhook_error = NULL WHERE id = ?", (media_id,))
+            return self._create_jobs(cur, [{"media_id": media_id, **s} for s in specs], now)
+        return self._interact(go)
+
     def media_awaiting_webhook(self):
         """Media whose jobs all ended but whose webhook has not been delivered."""
         return self._interact(lambda cur: [self._media(r) for r in self._x(

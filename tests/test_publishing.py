@@ -68,7 +68,9 @@ class WebhookSink(resource.Resource):
         return b"ok"
 
 
-class PublishingTest(unittest.TestCase):
+class PublishingCase(unittest.TestCase):
+    """A RunnerService on 127.0.0.1 with a webhook sink, and a runner played by hand."""
+
     timeout = 120
 
     async def start(self, webhook_code=200, max_upload_bytes=50 * 1024 ** 2, **publishing):
@@ -99,8 +101,8 @@ class PublishingTest(unittest.TestCase):
         if raw is None and body is not None:
             raw = json.dumps(body).encode()
         producer = client.FileBodyProducer(io.BytesIO(raw)) if raw is not None else None
-        response = await self.agent.request(method.encode(), (self.base + path).encode(), h,
-                                            producer)
+        url = path if path.startswith(("http://", "https://")) else self.base + path
+        response = await self.agent.request(method.encode(), url.encode(), h, producer)
         return Answer(response, await client.readBody(response))
 
     async def register(self):
@@ -140,6 +142,8 @@ class PublishingTest(unittest.TestCase):
         ffmpeg(*ffmpeg_args, path)
         return path
 
+
+class PublishingTest(PublishingCase):
     # -- a recording ---------------------------------------------------------------------
 
     async def test_a_recording_is_published_transcoded_and_served(self):
