@@ -268,10 +268,11 @@ class SocketIOServerConnection(_Connection):
 
     def __init__(self, sid: str, ping_interval: int = 25000, ping_timeout: int = 20000,
                  max_payload: int = 1000000, namespaces=frozenset({"/runners"})):
+        """``namespaces``: the ones offered, a set or a predicate on the name."""
         super().__init__()
         self.sid, self.max_payload = sid, max_payload
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout  # ms
-        self.namespaces = frozenset(namespaces)
+        self.offers = namespaces if callable(namespaces) else frozenset(namespaces).__contains__
 
     def open_frame(self) -> str:
         if self.state is not EngineState.OPENING:
@@ -296,7 +297,7 @@ class SocketIOServerConnection(_Connection):
     def _receive_connect(self, kind, namespace, ack_id, data):
         if kind != 0:
             raise ProtocolError(f"client sent Socket.IO packet type {kind}")
-        if namespace not in self.namespaces:
+        if not self.offers(namespace):
             raise ProtocolError(f"client asked for namespace {namespace}, which is not offered")
         if namespace in self.connected or namespace in self.pending:
             raise ProtocolError(f"client asked for namespace {namespace} twice")

@@ -38,7 +38,8 @@ class RunnerSocket(WebSocketServerProtocol):
         self.hub = self.factory.hub
         self.conn = SocketIOServerConnection(secrets.token_urlsafe(15),
                                              ping_interval=int(self.hub.ping_interval * 1000),
-                                             ping_timeout=int(self.hub.ping_timeout * 1000))
+                                             ping_timeout=int(self.hub.ping_timeout * 1000),
+                                             namespaces=_runners_namespace)
         self.runner = None
         self._ping_timer = self._pong_deadline = None
         return None
@@ -77,6 +78,9 @@ class RunnerSocket(WebSocketServerProtocol):
             self._send(self.conn.refuse_namespace(event.namespace, "Unknown runner token"))
             return
         self.runner = runner
+        # A runner registered at https://host/prefix joins "/prefix/runners" (socket.io's
+        # client takes the URL's path as the namespace): the notifications go there.
+        self.namespace = event.namespace
         self._send(self.conn.accept_namespace(event.namespace, secrets.token_urlsafe(15)))
         self.hub.add(self)
 
@@ -160,6 +164,11 @@ def _send_all(targets, data: bytes) -> list:
     return unsent
 
 
+def _runners_namespace(namespace: str) -> bool:
+    """``/runners``, or ``/prefix/runners`` for a runner registered at https://host/prefix."""
+    return namespace == NAMESPACE or (namespace.endswith(NAMESPACE) and "," not in namespace)
+
+
 class NotificationHub:
     """The connected runners, and the debounced ``available-jobs`` broadcast."""
 
@@ -204,22 +213,27 @@ class NotificationHub:
         self.notifications_sent += 1
         if not self.sockets:
             return
-        frame = '42%s,["available-jobs"]' % NAMESPACE
-        prepared = self.factory.prepareMessage(frame.encode("utf-8"))  # framed once for all
-        # The frame goes straight to the kernel where nothing is queued before it: Twisted's
-        # transport.write would hold it until the reactor's next turn and pay an epoll_ctl
-        # on each side of the send (and the first runner would hear nothing before the last
-        # frame is queued). What the kernel does not take at once is queued as usual.
-        direct, data = [], prepared.payloadHybi
+        by_namespace = {}
         for socket in list(self.sockets):
-            if socket.ready:
-                raw = socket.raw_socket()
-                if raw is None:
-                    socket.sendPreparedMessage(prepared)
-                else:
-                    direct.append((socket, raw))
-        for socket, rest in _send_all(direct, data):
-            socket.transport.write(rest)
+            by_namespace.setdefault(getattr(socket, "namespace", NAMESPACE), []).append(socket)
+        for namespace, sockets in by_namespace.items():
+            frame = '42%s,["available-jobs"]' % namespace
+            prepared = self.factory.prepareMessage(frame.encode("utf-8"))  # framed once for all
+            # The frame goes straight to the kernel where nothing is queued before it:
+            # Twisted's transport.write would hold it until the reactor's next turn and pay
+            # an epoll_ctl on each side of the send (and the first runner would hear nothing
+            # before the last frame is queued). What the kernel does not take at once is
+            # queued as usual.
+            direct, data = [], prepared.payloadHybi
+            for socket in sockets:
+                if socket.ready:
+                    raw = socket.raw_socket()
+                    if raw is None:
+                        socket.sendPreparedMessage(prepared)
+                    else:
+                        direct.append((socket, raw))
+            for socket, rest in _send_all(direct, data):
+                socket.transport.write(rest)
 
     def resource(self) -> resource.Resource:
         return SocketIOResource(self)

@@ -54,7 +54,7 @@ class NotificationsTest(unittest.TestCase):
         self.addCleanup(self.port.stopListening)
         self.addCleanup(self.hub.stop)
 
-    async def connect(self, token="ptrt-good", answer_pings=True):
+    async def connect(self, token="ptrt-good", answer_pings=True, namespace="/runners"):
         port = self.port.getHost().port
         factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")
         factory.protocol = type("R", (Runner,), {"answer_pings": answer_pings})
@@ -68,7 +68,7 @@ class NotificationsTest(unittest.TestCase):
         self.assertEqual(opening[0], "0")
         runner.opening = json.loads(opening[1:])
         if token is not None:
-            runner.sendMessage(('40/runners,{"runnerToken":"%s"}' % token).encode())
+            runner.sendMessage(('40%s,{"runnerToken":"%s"}' % (namespace, token)).encode())
             runner.answer = await runner.next_frame()
         return runner
 
@@ -80,6 +80,19 @@ class NotificationsTest(unittest.TestCase):
         self.assertTrue(runner.answer.startswith('40/runners,{"sid":'), runner.answer)
         self.hub.notify_available_jobs()
         self.assertEqual(await runner.next_frame(), '42/runners,["available-jobs"]')
+
+    async def test_a_runner_behind_a_path_prefix_hears_on_its_own_namespace(self):
+        """PeerTube's runner registered at https://host/choir joins "/choir/runners"."""
+        self.start()
+        plain, prefixed = await self.connect(), await self.connect(namespace="/choir/runners")
+        self.assertTrue(prefixed.answer.startswith('40/choir/runners,{"sid":'), prefixed.answer)
+        other = await self.connect(namespace="/live-videos", token=None)
+        other.sendMessage(b'40/live-videos,{"runnerToken":"ptrt-good"}')
+        await other.closed  # a namespace not offered is a protocol error
+        self.hub.notify_available_jobs()
+        self.assertEqual(await plain.next_frame(), '42/runners,["available-jobs"]')
+        self.assertEqual(await prefixed.next_frame(), '42/choir/runners,["available-jobs"]')
+        self.assertEqual(len(self.hub.sockets), 2)
 
     async def test_an_unknown_runner_token_is_refused(self):
         self.start()
