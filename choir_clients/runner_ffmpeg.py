@@ -10,7 +10,8 @@ Output conventions follow PeerTube's runner (packages/ffmpeg/src/ffmpeg-vod.ts):
   and converted ONCE, then repeated as the same frame by the ``loop`` filter; with
   ``-tune stillimage`` and ``veryfast`` this is ~5x faster than ``-loop 1`` on the image
   input, which decodes and scales the PNG again for every output frame; the audio is
-  encoded beside it, in a process of its own (``AudioMerge``; bench/audio_merge.py).
+  encoded beside it, in a process of its own (``AudioMerge``; bench/audio_merge.py);
+- studio edits (cut, intro/outro, watermark): in runner_studio.py, on the same conventions.
 """
 import json
 import os
@@ -37,6 +38,9 @@ class MediaInfo:
     height: int | None
     duration: float | None  # seconds
     has_audio: bool
+    fps: float | None = None  # the video stream's average frame rate
+    audio_codec: str | None = None  # "aac"...
+    image: bool = False  # a still picture (PNG, JPEG...), not a clip
 
     @property
     def has_video(self) -> bool:
@@ -56,7 +60,8 @@ def _rotation(stream) -> int:
 
 def media_info(probe: dict) -> MediaInfo:
     """From ``ffprobe -show_format -show_streams -of json`` output. A still image (PNG) is
-    a one-frame video stream; attached pictures (cover art in audio files) are not video."""
+    a one-frame video stream, flagged ``image`` (its format is an image demuxer's);
+    attached pictures (cover art in audio files) are not video."""
     streams = probe.get("streams") or []
     video = next((s for s in streams if s.get("codec_type") == "video"
                   and not (s.get("disposition") or {}).get("attached_pic")), None)
@@ -75,8 +80,26 @@ def media_info(probe: dict) -> MediaInfo:
         if duration > 0:
             break
         duration = None
-    return MediaInfo(width, height, duration,
-                     any(s.get("codec_type") == "audio" for s in streams))
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    format_name = str((probe.get("format") or {}).get("format_name") or "")
+    return MediaInfo(width, height, duration, audio is not None,
+                     fps=_frame_rate(video) if video is not None else None,
+                     audio_codec=audio.get("codec_name") if audio is not None else None,
+                     image=video is not None and (format_name.startswith("image2")
+                                                  or format_name.endswith("_pipe")))
+
+
+def _frame_rate(stream) -> float | None:
+    """avg_frame_rate, else r_frame_rate ("30000/1001"), as PeerTube's getVideoStreamFPS."""
+    for key in ("avg_frame_rate", "r_frame_rate"):
+        num, _, den = str(stream.get(key) or "").partition("/")
+        try:
+            rate = float(num) / float(den or 1)
+        except (ValueError, ZeroDivisionError):
+            continue
+        if rate > 0:
+            return rate
+    return None
 
 
 def probe_args(path: str) -> list:

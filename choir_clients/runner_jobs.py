@@ -1,5 +1,9 @@
 """One job's work in choir-runner: download the inputs, run ffmpeg, report, upload.
 
+Job types: audio merge, web video, HLS (runner_ffmpeg builds their commands) and studio
+edits, ``video-studio-transcoding`` (runner_studio: cut, add-intro, add-outro,
+add-watermark, one ffmpeg each, in the payload's order, each on the previous output).
+
 ffmpeg and ffprobe run as child processes of the reactor (spawnProcess), never in the
 reactor's thread, so notifications, heartbeats and other jobs go on meanwhile. Cancelling
 a job's Deferred kills its ffmpeg (shutdown, or the server took the job back).
@@ -16,6 +20,7 @@ from twisted.logger import Logger
 from choir_protocol.jobs import JobType
 
 from . import runner_ffmpeg as F
+from . import runner_studio as STUDIO
 from .runner_http import ServerProblem, Unreachable
 
 log = Logger()
@@ -24,7 +29,7 @@ PROGRESS_EVERY = 3.0  # seconds between progress updates, at most
 HEARTBEAT_EVERY = 60.0  # an update at least this often: the server's stall watchdog is 2 min
 STDERR_TAIL = 4096
 RETRY_DELAYS = (2.0, 10.0, 30.0)  # before each new try of a result the server did not get
-SUPPORTED = (JobType.VOD_WEB_VIDEO, JobType.VOD_HLS, JobType.VOD_AUDIO_MERGE)
+SUPPORTED = (JobType.VOD_WEB_VIDEO, JobType.VOD_HLS, JobType.VOD_AUDIO_MERGE, JobType.STUDIO)
 # the server no longer considers the job ours: stop working on it
 LOST_CODES = frozenset({"runner_job_not_in_processing_state", "unknown_runner_job"})
 
@@ -97,13 +102,16 @@ async def probe(reactor, path) -> F.MediaInfo:
 class ProgressReporter:
     """jobs/{uuid}/update: at the start, when the progress changes (at most every
     PROGRESS_EVERY s), and every HEARTBEAT_EVERY s even without change. One call in flight
-    at a time. ``on_lost(problem)`` when the server says the job is no longer ours."""
+    at a time. ``on_lost(problem)`` when the server says the job is no longer ours.
+    ``finish()`` before the job's result: an update still in flight would race it, and the
+    server refuses the transition that loses such a race (as "not processing")."""
 
     def __init__(self, reactor, send, on_lost, every=PROGRESS_EVERY, heartbeat=HEARTBEAT_EVERY):
         self.reactor, self.send, self.on_lost, self.every = reactor, send, on_lost, every
         self.progress = self.sent = None
         self._last = None  # reactor time of the last call
         self._busy = self._again = False
+        self._in_flight = None  # the Deferred of the call being made
         self._heartbeat = task.LoopingCall(self._send)
         self._heartbeat.clock = reactor
         self._heartbeat_seconds = heartbeat
@@ -114,6 +122,12 @@ class ProgressReporter:
     def stop(self):
         if self._heartbeat.running:
             self._heartbeat.stop()
+
+    async def finish(self):
+        """Stops, and waits for the call in flight (it never raises)."""
+        self.stop()
+        while self._in_flight is not None and not self._in_flight.called:
+            await self._in_flight
 
     def set(self, progress):
         if progress is None or progress == self.progress:
@@ -127,7 +141,7 @@ class ProgressReporter:
             self._again = True
             return
         self._busy, self._last = True, self.reactor.seconds()
-        defer.ensureDeferred(self._call())
+        self._in_flight = defer.ensureDeferred(self._call())
 
     async def _call(self):
         progress = self.progress
@@ -168,13 +182,28 @@ class Work:
     async def probe(self, path) -> F.MediaInfo:
         return await probe(self.reactor, path)
 
-    async def ffmpeg(self, args, duration):
+    async def ffmpeg(self, args, duration, share=(0, 1)):
+        """``share``: (steps done, steps in all) when this command is one step of the job
+        (a studio task): its progress is reported as that share of the job's."""
         parser = F.ProgressParser(duration)
+        done, steps = share
 
         def on_stdout(data):
             parser.feed(data)
-            self.report(parser.percent)
+            percent = parser.percent
+            if percent is not None or done:
+                percent = (done * 100 + (percent or 0)) // steps
+            self.report(percent)
         await run(self.reactor, args, on_stdout)
+
+    def discard(self, *paths):
+        """Removes inputs no longer needed (a long edit keeps one video on disk at a time)."""
+        for path in paths:
+            if path is not None and path.startswith(self.dir + os.sep):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
 
 
 async def _video_inputs(work, payload):
@@ -220,6 +249,31 @@ async def audio_merge(work, payload) -> dict:
     return {"payload[videoFile]": out}
 
 
+async def studio(work, payload) -> dict:
+    """The tasks in order, each on the previous task's output (PeerTube's
+    processStudioTranscoding); a task file is fetched when its task comes."""
+    tasks = STUDIO.parse_tasks(payload.get("tasks"))  # an unknown task: fail before fetching
+    video, info, audio, audio_info = await _video_inputs(work, payload)
+    for i, step in enumerate(tasks):
+        file_path = file_info = None
+        if step.file is not None:
+            file_path = await work.fetch(step.file)
+            file_info = await work.probe(file_path)
+        out = work.path(f"studio-{i + 1}.mp4")
+        edit = STUDIO.edit_args(step, video, out, info, file_path, file_info, audio,
+                                audio_info)
+        log.info("Studio task {n}/{count}: {name}", n=i + 1, count=len(tasks), name=step.name)
+        try:
+            await work.ffmpeg(edit.args, edit.duration, share=(i, len(tasks)))
+        except JobFailed as e:
+            raise JobFailed(f"tasks[{i}] ({step.name}): {e}") from None
+        work.discard(video, audio, file_path)
+        video, audio, audio_info = out, None, None
+        if i + 1 < len(tasks):
+            info = await work.probe(out)
+    return {"payload[videoFile]": video}
+
+
 async def _together(*coroutines):
     """Awaits them all; the first failure cancels the others (their ffmpegs are killed)."""
     running = [defer.ensureDeferred(c) for c in coroutines]
@@ -238,7 +292,7 @@ async def _together(*coroutines):
 
 
 HANDLERS = {JobType.VOD_WEB_VIDEO: web_video, JobType.VOD_HLS: hls,
-            JobType.VOD_AUDIO_MERGE: audio_merge}
+            JobType.VOD_AUDIO_MERGE: audio_merge, JobType.STUDIO: studio}
 
 
 async def process(reactor, api, job, work_root=None, progress_every=PROGRESS_EVERY) -> str:
@@ -276,10 +330,13 @@ async def process(reactor, api, job, work_root=None, progress_every=PROGRESS_EVE
         except ServerProblem as e:
             if e.code in LOST_CODES:
                 return "lost"
+            await reporter.finish()
             return await _fail(api, uuid, token, e)
         except Exception as e:  # ffmpeg, a bad input, a download refused: the job's fault
+            # (a refused studio task fails at once: the first update may be on its way)
+            await reporter.finish()
             return await _fail(api, uuid, token, e)
-        reporter.stop()
+        await reporter.finish()
         try:
             await retrying(reactor, lambda: api.success(uuid, token, files))
         except ServerProblem as e:  # e.g. a result over the server's size limit
