@@ -289,7 +289,7 @@ class Instance:
         for job in available:
             if self.runner.free() <= 0 or self.runner.stopping or self.gone:
                 break
-            if job.get("type") not in self.runner.job_types:
+            if job.get("type") not in self.runner.job_types or not runner_jobs.can_do(job):
                 continue
             try:
                 accepted = await self.api.accept(job["uuid"])

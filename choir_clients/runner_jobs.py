@@ -34,6 +34,18 @@ SUPPORTED = (JobType.VOD_WEB_VIDEO, JobType.VOD_HLS, JobType.VOD_AUDIO_MERGE, Jo
 LOST_CODES = frozenset({"runner_job_not_in_processing_state", "unknown_runner_job"})
 
 
+
+def can_do(job: dict) -> bool:
+    """Whether this runner can do an offered job, judged from its payload before accepting
+    it, as PeerTube's runner does: a studio edit only if it knows every one of its tasks."""
+    if job.get("type") != JobType.STUDIO:
+        return True
+    try:
+        STUDIO.parse_tasks((job.get("payload") or {}).get("tasks"))
+    except STUDIO.StudioError:
+        return False
+    return True
+
 class JobFailed(Exception):
     """The job cannot be done: reported to the server with jobs/{uuid}/error."""
 
