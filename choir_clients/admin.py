@@ -1,4 +1,4 @@
-"""choir-admin: the operator's tool, working on the daemon's store directly.
+"""choir-admin: the operator's tool, working on the daemon's store directly or over HTTP.
 
 It opens ``choir.sqlite3`` in the daemon's data directory (``--data-dir``, default
 ./choir-data like ``twistd -n choir``); a running daemon notices the job changes through
@@ -9,6 +9,13 @@ the store's change feed (job_events), so the daemon need not be stopped.
     choir-admin jobs list [--state ...] [--type ...] | show UUID | cancel UUID
     choir-admin media list | show ID | submit FILE [--name] [--webhook] [--resolutions]
     choir-admin api-tokens create [--name] | list | revoke TOKEN
+    choir-admin operator-tokens create [--name] | list | revoke ID
+
+With ``--url URL --token TOKEN`` (or ``CHOIR_URL``/``CHOIR_TOKEN``) it manages a daemon on
+another machine through its admin HTTP API instead (``admin_remote``), authorised by an
+operator token made on the daemon's machine with ``operator-tokens create``. tokens,
+runners, jobs and media list/show work so; api-tokens, operator-tokens and media submit
+only on the data directory.
 
 Exit status: 0 on success, 1 on an operational error (one line on stderr), 2 on a usage
 error. ``--json`` (before the command) prints JSON for scripts instead of tables.
@@ -119,7 +126,8 @@ class TokenCreate(_Command):
                 "runner operator runs on the runner machine to register it.")
     optParameters = [
         ["url", "u", None,
-         f"URL the runners reach this daemon at [default: http://<this host>:{DEFAULT_PORT}]"],
+         f"URL the runners reach this daemon at [default: http://<this host>:{DEFAULT_PORT}, "
+         f"or choir-admin's --url]"],
         ["runner-name", "n", None,
          "Runner name to put in the printed register command [default: runner-<token end>]"],
     ]
@@ -273,14 +281,49 @@ class ApiTokensOptions(_Group):
     ]
 
 
+class OperatorTokenCreate(_Command):
+    synopsis = "[--name NAME]"
+    longdesc = ("Create an operator token for the admin HTTP API (choir-admin --url ... "
+                "--token ...). It is printed once, alone on the last line; the store keeps "
+                "only its hash.")
+    optParameters = [["name", "n", "operator", "Whose or what the token is (shown by 'list')."]]
+
+
+class OperatorTokenList(_Command):
+    longdesc = "List operator tokens (live ones; --all adds the revoked ones)."
+    optFlags = [["all", "a", "Include revoked tokens."]]
+
+
+class OperatorTokenRevoke(_Command):
+    longdesc = "Revoke an operator token (by id or id prefix): the admin API refuses it."
+    args = ("id",)
+
+
+class OperatorTokensOptions(_Group):
+    longdesc = ("Operator tokens authorise the admin HTTP API (Authorization: Bearer TOKEN), "
+                "which choir-admin --url uses to manage this daemon from another machine.")
+    subCommands = [
+        ["create", None, OperatorTokenCreate, "Create an operator token."],
+        ["list", None, OperatorTokenList, "List operator tokens."],
+        ["revoke", None, OperatorTokenRevoke, "Revoke an operator token."],
+    ]
+
+
 class Options(_Group):
-    synopsis = "Usage: choir-admin [--data-dir DIR] [--json]"
+    synopsis = "Usage: choir-admin [--data-dir DIR | --url URL --token TOKEN] [--json]"
     longdesc = ("Administer a choir daemon through its store (choir.sqlite3 in the data "
-                "directory). A running daemon picks the changes up by itself. Run "
+                "directory), or with --url and --token through its admin HTTP API from "
+                "another machine. A running daemon picks the changes up by itself. Run "
                 "'choir-admin COMMAND --help' for a command's options.")
     optParameters = [
         ["data-dir", "d", DEFAULT_DATA_DIR,
          "The daemon's data directory (the --data-dir of twistd choir)."],
+        ["url", None, None,
+         "Manage the daemon at this URL over HTTP (e.g. http://choir.example:8000) "
+         "[default: $CHOIR_URL]."],
+        ["token", None, None,
+         "Operator token for --url ('operator-tokens create' on the daemon's machine) "
+         "[default: $CHOIR_TOKEN]."],
     ]
     optFlags = [["json", "j", "Print JSON (for scripts) instead of tables."]]
     subCommands = [
@@ -290,7 +333,25 @@ class Options(_Group):
         ["media", None, MediaOptions, "Media: list, show, submit."],
         ["api-tokens", None, ApiTokensOptions, "API tokens for HTTP uploads: create, list, "
                                                "revoke."],
+        ["operator-tokens", None, OperatorTokensOptions, "Operator tokens for the admin HTTP "
+                                                         "API: create, list, revoke."],
     ]
+
+    def postOptions(self):
+        super().postOptions()
+        explicit_token = self["token"] is not None
+        self["url"] = self["url"] or os.environ.get("CHOIR_URL") or None
+        self["token"] = self["token"] or os.environ.get("CHOIR_TOKEN") or None
+        if self["url"] is None:
+            if explicit_token:
+                raise usage.UsageError("--token goes with --url (the daemon to manage)")
+            return
+        if not self["url"].startswith(("http://", "https://")):
+            raise usage.UsageError("--url must be an http:// or https:// URL")
+        if not self["token"]:
+            raise usage.UsageError("--url needs an operator token: --token TOKEN (or "
+                                   "CHOIR_TOKEN); make one with 'choir-admin operator-tokens "
+                                   "create' on the daemon's machine")
 
     def getUsage(self, width=None):
         return super().getUsage(width) + (
@@ -602,9 +663,39 @@ class Admin:
             raise AdminError(f"unknown or already revoked API token {opts['token']!r}")
         self.emit({"revoked": opts["token"]}, f"Revoked API token {opts['token']}.")
 
+    # operator tokens
+    async def operator_tokens_create(self, opts):
+        tok, secret = await self.store.create_operator_token(opts["name"])
+        self.emit({"id": tok.id, "name": tok.name, "token": secret,
+                   "createdAt": J.iso(tok.created_at)},
+                  f"Operator token {tok.id} ({tok.name}): shown only now, the daemon keeps "
+                  f"only its hash.\nUse it from another machine with:\n\n    choir-admin "
+                  f"--url http://{socket.gethostname()}:{DEFAULT_PORT} --token <the token "
+                  f"below> jobs list\n\n{secret}\n")
+
+    async def operator_tokens_list(self, opts):
+        tokens = await self.store.list_operator_tokens(include_revoked=opts["all"])
+        self.emit([{"id": t.id, "name": t.name, "createdAt": J.iso(t.created_at),
+                    "lastUsedAt": J.iso(t.last_used_at), "revoked": t.revoked} for t in tokens],
+                  table(["ID", "NAME", "CREATED", "LAST USED", "REVOKED"],
+                        [[t.id[:8], t.name, ago(t.created_at, self.now),
+                          ago(t.last_used_at, self.now), "yes" if t.revoked else "no"]
+                         for t in tokens])
+                  if tokens else "No operator tokens (create one with 'operator-tokens "
+                                 "create').")
+
+    async def operator_tokens_revoke(self, opts):
+        tok = _resolve(await self.store.list_operator_tokens(include_revoked=True), opts["id"],
+                       "operator token")
+        if not await self.store.revoke_operator_token(tok.id):
+            raise AdminError(f"operator token {tok.id} is already revoked")
+        self.emit({"revoked": tok.id, "name": tok.name},
+                  f"Revoked operator token {tok.id} ({tok.name}).")
+
 
 # which commands may create the database (in an existing data directory)
-WRITE_CREATES = {("tokens", "create"), ("api-tokens", "create"), ("media", "submit")}
+WRITE_CREATES = {("tokens", "create"), ("api-tokens", "create"), ("media", "submit"),
+                 ("operator-tokens", "create")}
 
 
 async def open_store(data_dir, may_create):
@@ -628,6 +719,8 @@ async def run(argv, out=None, err=None, now=None):
     except SystemExit as e:  # a usage error (2), or --help (0)
         return e.code or 0
     group, leaf = config.subCommand, config.subOptions.subCommand
+    if config["url"] is not None:
+        return await _run_remote(config, out, err, time.time() if now is None else now)
     store = None
     try:
         store = await open_store(config["data-dir"], (group, leaf) in WRITE_CREATES)
@@ -644,6 +737,25 @@ async def run(argv, out=None, err=None, now=None):
     finally:
         if store is not None:
             store.close()
+    return 0
+
+
+async def _run_remote(config, out, err, now):
+    """A command over the daemon's admin HTTP API (``admin_remote``)."""
+    from .admin_remote import RemoteAdmin
+    group, leaf = config.subCommand, config.subOptions.subCommand
+    remote = RemoteAdmin(config["url"], config["token"], out, config["json"], now)
+    try:
+        command = getattr(remote, f"{group.replace('-', '_')}_{leaf}", None)
+        if command is None:
+            raise AdminError(f"'{group} {leaf}' works only on the data directory: run it on "
+                             f"the daemon's machine, without --url")
+        await command(config.subOptions.subOptions)
+    except AdminError as e:
+        err.write(f"choir-admin: {e}\n")
+        return 1
+    finally:
+        await remote.close()
     return 0
 
 

@@ -376,16 +376,18 @@ class RunnerAPI:
 
     # -- the resource tree --
 
-    def resource(self, media=None) -> resource.Resource:
-        """The Klein app at /, with /socket.io/ -> the notification hub and, given a
-        ``media`` resource, /api/v1/media -> it."""
-        return _Root(self.app.resource(), self.hub.resource(), media)
+    def resource(self, media=None, admin=None) -> resource.Resource:
+        """The Klein app at /, with /socket.io/ -> the notification hub, given a ``media``
+        resource, /api/v1/media -> it, and given an ``admin`` one (``AdminAPI.resource()``),
+        the admin requests under /api/v1/runners (``admin_api.is_admin_route``) -> it."""
+        return _Root(self.app.resource(), self.hub.resource(), media, admin)
 
     def request_factory(self):
         return type("LimitedRequest", (LimitedRequest,), {"max_body": self.max_upload_bytes})
 
-    def site(self, media=None, **kw) -> server.Site:
-        return server.Site(self.resource(media), requestFactory=self.request_factory(), **kw)
+    def site(self, media=None, admin=None, **kw) -> server.Site:
+        return server.Site(self.resource(media, admin), requestFactory=self.request_factory(),
+                           **kw)
 
     # -- plumbing --
 
@@ -701,14 +703,17 @@ def _unlink(path):
 
 
 class _Root(resource.Resource):
-    """/socket.io/ goes to the hub, /api/v1/media to the media API; every other path to the
-    runner API's Klein app. Klein apps see the path whole."""
+    """/socket.io/ goes to the hub, /api/v1/media to the media API, the admin's requests
+    under /api/v1/runners to the admin API; every other path to the runner API's Klein app.
+    Klein apps see the path whole."""
 
-    def __init__(self, app_resource, socketio_resource, media_resource=None):
+    def __init__(self, app_resource, socketio_resource, media_resource=None,
+                 admin_resource=None):
         super().__init__()
         self._app = app_resource
         self._socketio = socketio_resource
         self._media = media_resource
+        self._admin = admin_resource
 
     def getChildWithDefault(self, name, request):
         if name == b"socket.io":
@@ -716,6 +721,10 @@ class _Root(resource.Resource):
         request.postpath.insert(0, request.prepath.pop())
         if self._media is not None and request.postpath[:3] == [b"api", b"v1", b"media"]:
             return self._media
+        if self._admin is not None:
+            from .admin_api import is_admin_route  # here: admin_api imports this module
+            if is_admin_route(request.method, request.postpath):
+                return self._admin
         return self._app
 
     def render(self, request):

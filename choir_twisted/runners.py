@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 
 from choir_protocol import jobs as J
 
+from .admin_api import AdminAPI
 from .media_api import MediaAPI
 from .notifications import NotificationHub
 from .publisher import Publisher
@@ -68,8 +69,9 @@ class RunnerService(service.Service):
                                    **self.publishing)
         self.media_api = MediaAPI(self.store, self.publisher, self.data_dir,
                                   self.api.max_upload_bytes)
+        self.admin_api = AdminAPI(self.store, self.hub, self.reactor, self.api.base_url)
         listening = endpoints.serverFromString(self.reactor, self.endpoint).listen(
-            self.api.site(self.media_api.resource()))
+            self.api.site(self.media_api.resource(), self.admin_api.resource()))
         outcome = []
         listening.addBoth(outcome.append)
         if not outcome:  # an endpoint that listens later (none of ours)

@@ -23,13 +23,26 @@ from twisted.internet import defer
 from choir_protocol import jobs as J
 from choir_protocol.jobs import Job, JobError, JobState
 
-SCHEMA_VERSION = 3
+from .store_operator import OperatorQueries
+
+SCHEMA_VERSION = 4
 # (version, statements) that bring a store of the version before up to it
 MIGRATIONS = [
     (2, ["ALTER TABLE media ADD COLUMN ended_at REAL",
          "ALTER TABLE media ADD COLUMN webhook_sent_at REAL",
          "ALTER TABLE media ADD COLUMN webhook_error TEXT"]),
     (3, ["ALTER TABLE job_events ADD COLUMN origin TEXT"]),
+    # registration tokens get an id (PeerTube's admin API names them by it); a store made
+    # before the table existed gets it in its old shape first, for the ALTER to find it.
+    # The filled-in ids are random uuid4s, as Python makes them.
+    (4, ["""CREATE TABLE IF NOT EXISTS registration_tokens (
+            token TEXT PRIMARY KEY, created_at REAL NOT NULL,
+            revoked INTEGER NOT NULL DEFAULT 0)""",
+         "ALTER TABLE registration_tokens ADD COLUMN id TEXT",
+         """UPDATE registration_tokens SET id = lower(hex(randomblob(4)) || '-' ||
+            hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-' ||
+            substr('89ab', 1 + abs(random()) % 4, 1) || substr(hex(randomblob(2)), 2) || '-' ||
+            hex(randomblob(6))) WHERE id IS NULL"""]),
 ]
 DB_NAME = "choir.sqlite3"
 RUNNER_TOKEN_PREFIX = "ptrt-"
@@ -41,7 +54,8 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
     """CREATE TABLE IF NOT EXISTS registration_tokens (
         token TEXT PRIMARY KEY, created_at REAL NOT NULL,
-        revoked INTEGER NOT NULL DEFAULT 0)""",
+        revoked INTEGER NOT NULL DEFAULT 0, id TEXT)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS registration_tokens_id ON registration_tokens (id)",
     """CREATE TABLE IF NOT EXISTS runners (
         id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT, version TEXT,
         token TEXT NOT NULL UNIQUE, registration_token TEXT REFERENCES registration_tokens(token),
@@ -73,6 +87,10 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS job_events (
         seq INTEGER PRIMARY KEY, job_uuid TEXT NOT NULL, state INTEGER NOT NULL,
         at REAL NOT NULL, origin TEXT)""",
+    # the admin API's bearer tokens, kept as sha256 hex: the token is shown once, at creation
+    """CREATE TABLE IF NOT EXISTS operator_tokens (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL, last_used_at REAL, revoked INTEGER NOT NULL DEFAULT 0)""",
 ]
 
 JOB_COLUMNS = ("uuid", "type", "state", "priority", "payload", "private_payload", "failures",
@@ -90,6 +108,7 @@ class RegistrationToken:
     token: str
     created_at: float
     revoked: bool
+    id: str | None = None  # PeerTube's admin API names a registration token by it
 
 
 @attrs.frozen
@@ -173,7 +192,7 @@ def _job_values(job: Job) -> tuple:
     return tuple(d[c] for c in JOB_COLUMNS)
 
 
-class Store:
+class Store(OperatorQueries):
     paramstyle = "?"  # a psycopg backend sets "%s"
 
     def __init__(self, pool: adbapi.ConnectionPool, clock=time.time, read_path=None):
@@ -323,19 +342,21 @@ class Store:
         token = REGISTRATION_TOKEN_PREFIX + secrets.token_hex(16)
         now = self.clock() if now is None else now
 
+        token_id = str(uuidlib.uuid4())
+
         def go(cur):
-            self._x(cur, "INSERT INTO registration_tokens (token, created_at, revoked) "
-                         "VALUES (?, ?, 0)", (token, now))
-            return RegistrationToken(token, now, False)
+            self._x(cur, "INSERT INTO registration_tokens (id, token, created_at, revoked) "
+                         "VALUES (?, ?, ?, 0)", (token_id, token, now))
+            return RegistrationToken(token, now, False, token_id)
         return self._interact(go)
 
     def list_registration_tokens(self, include_revoked=False):
         def go(cur):
-            sql = "SELECT token, created_at, revoked FROM registration_tokens"
+            sql = "SELECT token, created_at, revoked, id FROM registration_tokens"
             if not include_revoked:
                 sql += " WHERE revoked = 0"
             rows = self._x(cur, sql + " ORDER BY created_at").fetchall()
-            return [RegistrationToken(t, c, bool(r)) for t, c, r in rows]
+            return [RegistrationToken(t, c, bool(r), i) for t, c, r, i in rows]
         return self._interact(go)
 
     def revoke_registration_token(self, token):

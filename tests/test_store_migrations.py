@@ -75,6 +75,63 @@ class MigrationTest(unittest.TestCase):
         self.assertEqual(await store.changed_since(0, with_origin=True),
                          (7, [("j1", JobState.PENDING, True)]))
 
+    async def test_a_version_3_store_gets_registration_token_ids_and_operator_tokens(self):
+        import re
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, DB_NAME)
+        db = sqlite3.connect(path)  # the tables version 3 made that version 4 changes
+        db.executescript("""
+            CREATE TABLE schema_version (version INTEGER NOT NULL);
+            INSERT INTO schema_version VALUES (3);
+            CREATE TABLE registration_tokens (token TEXT PRIMARY KEY, created_at REAL NOT NULL,
+                revoked INTEGER NOT NULL DEFAULT 0);
+            INSERT INTO registration_tokens VALUES ('ptrrt-a', 1.0, 0), ('ptrrt-b', 2.0, 1);
+            CREATE TABLE runners (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                description TEXT, version TEXT, token TEXT NOT NULL UNIQUE,
+                registration_token TEXT REFERENCES registration_tokens(token), ip TEXT,
+                last_contact REAL, created_at REAL NOT NULL);
+            INSERT INTO runners VALUES ('r1', 'gpu', NULL, NULL, 'ptrt-1', 'ptrrt-a', NULL,
+                NULL, 1.0);
+        """)
+        db.commit()
+        db.close()
+        store = await Store.open(path)
+        self.addCleanup(store.close)
+        self.assertEqual(SCHEMA_VERSION, 4)
+        self.assertEqual(await store.pool.runQuery("SELECT version FROM schema_version"),
+                         [(4,)])
+        tokens = await store.list_registration_tokens(include_revoked=True)
+        self.assertEqual([(t.token, t.revoked) for t in tokens],
+                         [("ptrrt-a", False), ("ptrrt-b", True)])
+        uuid4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+        for t in tokens:
+            self.assertRegex(t.id, uuid4)
+        self.assertNotEqual(tokens[0].id, tokens[1].id)
+        with self.assertRaises(sqlite3.IntegrityError):  # the ids are unique
+            await store.pool.runOperation("UPDATE registration_tokens SET id = ? "
+                                          "WHERE token = 'ptrrt-b'", (tokens[0].id,))
+        # new tokens get one; a token's id removes it with its runners
+        new = await store.create_registration_token(now=3.0)
+        self.assertRegex(new.id, uuid4)
+        self.assertEqual(await store.delete_registration_token(tokens[0].id, now=4.0), (1, 0))
+        self.assertEqual(await store.list_runners(), [])
+        # operator tokens, kept hashed
+        record, secret = await store.create_operator_token("ops", now=5.0)
+        self.assertTrue(secret.startswith("choir-op-"))
+        rows = await store.pool.runQuery("SELECT name, token_hash, revoked FROM operator_tokens")
+        self.assertEqual(len(rows), 1)
+        self.assertEqual(rows[0][0], "ops")
+        self.assertNotIn(secret, rows[0][1])
+        self.assertEqual((await store.operator_by_token(secret, now=6.0)).last_used_at, 6.0)
+        self.assertIsNone(await store.operator_by_token(secret + "x", now=6.0))
+        # opening it again changes nothing
+        store.close()
+        store = await Store.open(path)
+        self.addCleanup(store.close)
+        self.assertEqual([t.id for t in await store.list_registration_tokens(True)],
+                         [tokens[1].id, new.id])
+
     async def test_a_store_that_cannot_be_opened_leaves_no_thread_behind(self):
         import threading
         directory = tempfile.mkdtemp()
