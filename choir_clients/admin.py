@@ -8,6 +8,7 @@ the store's change feed (job_events), so the daemon need not be stopped.
     choir-admin runners list | remove ID_OR_NAME
     choir-admin jobs list [--state ...] [--type ...] | show UUID | cancel UUID
     choir-admin media list | show ID | submit FILE [--name] [--webhook] [--resolutions]
+    choir-admin media studio [--cut START:END] [--intro F] [--outro F] [--watermark F] ID
     choir-admin api-tokens create [--name] | list | revoke TOKEN
     choir-admin operator-tokens create [--name] | list | revoke ID
 
@@ -245,6 +246,63 @@ class MediaSubmit(_Command):
             self["resolutions"] = parse_resolutions(self["resolutions"])
 
 
+def parse_cut(text):
+    """``START:END`` in seconds, either side may be empty -> PeerTube's cut options."""
+    start, sep, end = text.partition(":")
+    if not sep:
+        raise usage.UsageError(f"--cut {text}: START:END in seconds (12.5:60, :60 or 12.5:)")
+    options = {}
+    for key, value in (("start", start), ("end", end)):
+        if value.strip():
+            try:
+                options[key] = float(value)
+            except ValueError:
+                raise usage.UsageError(f"--cut {text}: {value!r} is not a number of seconds")
+    if not options:
+        raise usage.UsageError("--cut: give a start, an end or both")
+    return options
+
+
+class MediaStudio(_Command):
+    synopsis = "[--cut START:END] [--intro FILE] [--outro FILE] [--watermark FILE] ID"
+    longdesc = ("Edit a published media as PeerTube's studio does: the tasks apply in the "
+                "order given (cut: keep START..END seconds; intro/outro: a clip before/after; "
+                "watermark: a picture in the top-right corner). A runner makes the edited "
+                "max-quality file, which replaces the old one, then every rendition again. "
+                "The media's jobs must all have ended. Over HTTP: POST "
+                "/api/v1/media/ID/studio/edit.")
+    args = ("id",)
+
+    def __init__(self):
+        super().__init__()
+        self["tasks"] = []  # in command-line order: usage.Options calls opt_* in order
+
+    def opt_cut(self, value):
+        """START:END in seconds (either may be empty: :60 keeps the first minute)."""
+        self["tasks"].append({"name": "cut", "options": parse_cut(value)})
+
+    def _file_task(self, name, path):
+        if not os.path.isfile(path):
+            raise usage.UsageError(f"no such file {path!r}")
+        self["tasks"].append({"name": name, "options": {"file": os.path.abspath(path)}})
+
+    def opt_intro(self, path):
+        """A clip to put before the media."""
+        self._file_task("add-intro", path)
+
+    def opt_outro(self, path):
+        """A clip to put after the media."""
+        self._file_task("add-outro", path)
+
+    def opt_watermark(self, path):
+        """A picture (PNG, JPEG) to show in the top-right corner."""
+        self._file_task("add-watermark", path)
+
+    def postOptions(self):
+        if not self["tasks"]:
+            raise usage.UsageError("nothing to do: give --cut, --intro, --outro or --watermark")
+
+
 class MediaOptions(_Group):
     longdesc = ("Media: recordings and uploads, with the files the runners produced. Over "
                 "HTTP: POST /api/v1/media with an API token (see 'api-tokens').")
@@ -252,6 +310,7 @@ class MediaOptions(_Group):
         ["list", None, MediaList, "List media."],
         ["show", None, MediaShow, "Show a media's files and jobs."],
         ["submit", None, MediaSubmit, "Submit a file to transcode and publish."],
+        ["studio", None, MediaStudio, "Cut a media, add an intro, an outro or a watermark."],
     ]
 
 
@@ -640,6 +699,28 @@ class Admin:
                              "resolution": r[2]} for j, r in zip(jobs, rows)]},
                   f"Media {media.id} ({media.name}): {len(jobs)} jobs\n"
                   + table(["UUID", "TYPE", "RESOLUTION", "STATE"], rows))
+
+    async def media_studio(self, opts):
+        from choir_protocol.studio import StudioError
+        from choir_twisted.studio import NotEditable, edit_media
+        m = await self.store.get_media(opts["id"])
+        if m is None:
+            m = _resolve(await self.store.list_media(), opts["id"], "media")
+        uploads = {t["options"]["file"]: (t["options"]["file"], t["options"]["file"])
+                   for t in opts["tasks"] if "file" in t["options"]}
+        try:
+            jobs = await edit_media(self.store, self.data_dir, m, opts["tasks"], uploads)
+        except (StudioError, NotEditable) as e:
+            raise AdminError(f"media {m.id}: {e}")
+        self.emit_edit(m.id, [{"uuid": j.uuid, "type": j.type, "state": j.state.label,
+                               "resolution": (j.payload.get("output") or {}).get("resolution")}
+                              for j in jobs])
+
+    def emit_edit(self, media_id, jobs):
+        self.emit({"id": media_id, "jobs": jobs},
+                  f"Media {media_id}: an edit of {len(jobs)} jobs (the studio job, then the "
+                  f"renditions again)\n" + table(["UUID", "TYPE", "RESOLUTION", "STATE"], [
+                      [j["uuid"], j["type"], j["resolution"], j["state"]] for j in jobs]))
 
     # API tokens
     async def api_tokens_create(self, opts):

@@ -11,6 +11,7 @@ Any failure is an ``AdminError``: one line on stderr, exit status 1.
 """
 import datetime
 import json
+import os
 import types
 from urllib.parse import quote
 
@@ -29,6 +30,7 @@ JOBS = RUNNERS + "/jobs"
 MEDIA = "/api/v1/media"
 PAGE = 100  # the admin API's largest page
 CALL_TIMEOUT = 30.0
+UPLOAD_TIMEOUT = 3600.0  # an intro clip may be large
 # the keys of Job.to_wire(), the local JSON's job fields, in their order
 _JOB_KEYS = ("uuid", "type", "state", "payload", "failures", "error", "progress", "priority",
              "startedAt", "createdAt", "updatedAt", "finishedAt")
@@ -59,6 +61,7 @@ def _pick(items, value, what, keys):
 
 class RemoteAdmin:
     emit = Admin.emit  # the local commands' output
+    emit_edit = Admin.emit_edit
 
     def __init__(self, url, token, out, as_json, now, reactor=None):
         if reactor is None:
@@ -74,13 +77,15 @@ class RemoteAdmin:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _call(self, method, path, params=(), missing_ok=False):
-        """-> (response, JSON body or None); None for a 404 when ``missing_ok``."""
+    async def _call(self, method, path, params=(), missing_ok=False, **body):
+        """-> (response, JSON body or None); None for a 404 when ``missing_ok``. ``body``:
+        treq's ``data``/``files`` (a multipart form)."""
         headers = {b"authorization": [f"Bearer {self.token}".encode("latin-1", "replace")],
                    b"accept": [b"application/json"]}
         try:
             response = await self.http.request(method, self.url + path, params=list(params),
-                                               headers=headers, timeout=CALL_TIMEOUT)
+                                               headers=headers,
+                                               timeout=body.pop("timeout", CALL_TIMEOUT), **body)
             raw = await response.content()
         except defer.CancelledError:
             raise AdminError(f"{self.url}: no answer within {CALL_TIMEOUT:.0f} s")
@@ -287,13 +292,40 @@ class RemoteAdmin:
         self.emit(data, table(["ID", "KIND", "NAME", "INPUTS", "OUTPUTS", "SIZE", "AGE"], rows)
                   if rows else "No media.")
 
-    async def media_show(self, opts):
-        found = await self._call("GET", f"{MEDIA}/{quote(opts['id'], safe='')}",
-                                 missing_ok=True) if opts["id"] else None
+    async def media_studio(self, opts):
+        """PeerTube's studio form: tasks[i][name], tasks[i][options][...], file parts."""
+        m = await self._media(opts["id"])
+        fields, files = [], []
+        for i, task in enumerate(opts["tasks"]):
+            fields.append((f"tasks[{i}][name]", task["name"]))
+            for key, value in task["options"].items():
+                if key == "file":
+                    files.append((f"tasks[{i}][options][file]",
+                                  (os.path.basename(value), open(value, "rb"))))
+                else:
+                    fields.append((f"tasks[{i}][options][{key}]", str(value)))
+        # without files, JSON (treq sends a form without files url-encoded)
+        body = dict(data=fields, files=files) if files else dict(json={"tasks": opts["tasks"]})
+        try:
+            _, view = await self._call("POST", f"{MEDIA}/{quote(m['id'], safe='')}/studio/edit",
+                                       timeout=UPLOAD_TIMEOUT, **body)
+        finally:
+            for _, (_, f) in files:
+                f.close()
+        jobs = view.get("jobs") or []
+        self.emit_edit(m["id"], [{"uuid": j["uuid"], "type": j["type"],
+                                  "state": j["state"]["label"], "resolution": j.get("resolution")}
+                                 for j in jobs if j["state"]["id"] in (1, 5)])
+
+    async def _media(self, value):
+        found = await self._call("GET", f"{MEDIA}/{quote(value, safe='')}",
+                                 missing_ok=True) if value else None
         if found is not None:
-            m = found[1]
-        else:
-            m = _pick(await self._media_list(), opts["id"], "media", keys=("id",))
+            return found[1]
+        return _pick(await self._media_list(), value, "media", keys=("id",))
+
+    async def media_show(self, opts):
+        m = await self._media(opts["id"])
         files = [{"role": role, "name": f["name"], "size": f.get("size"),
                   "url": self.url + f["url"] if f.get("url", "").startswith("/") else f.get("url")}
                  for role, key in (("input", "inputs"), ("output", "outputs"))

@@ -36,9 +36,9 @@ def _check_task_file(task: S.Task, path: str) -> None:
     try:
         probe = probe_file(path)
     except P.NotMedia as e:
-        raise S.StudioError(f"{task.name}: {e}")
+        raise S.StudioError(f"{task.name}: a video clip is needed, and {e}")
     if not probe.has_video:
-        raise S.StudioError(f"{task.name}: the file has no video (a clip is needed)")
+        raise S.StudioError(f"{task.name}: a video clip is needed, and the file has no video")
 
 
 def _store_task_files(files_dir, media_id, tasks, uploads, move) -> tuple:

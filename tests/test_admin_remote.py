@@ -3,11 +3,14 @@ on the daemon's machine, then the commands over the admin HTTP API, answering as
 commands do on the same store."""
 import io
 import json
+import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 
+import attrs
 from twisted.internet import reactor
 from twisted.trial import unittest
 
@@ -15,6 +18,10 @@ from choir_clients import admin
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobState, JobType
 from choir_twisted.runners import RunnerService
+
+
+def ffmpeg(*args):
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
 
 
 class RemoteAdminTest(unittest.TestCase):
@@ -214,3 +221,64 @@ class RemoteAdminTest(unittest.TestCase):
                                           "state": "Pending"}])
         self.assertOneLine(await self.remote("media", "show", "nope", token=api), 1,
                            "unknown media 'nope'")
+
+    # -- studio edits ----------------------------------------------------------------------
+
+    async def published(self):
+        """A media whose one job (web video, 240p) completed with a real 2 s MP4."""
+        video = os.path.join(self.dir, "clip.mp4")
+        ffmpeg("-f", "lavfi", "-i", "testsrc=s=320x240:d=2", "-c:v", "libx264", "-preset",
+               "ultrafast", video)
+        media = await self.store.create_media("upload", "clip", path=video,
+                                              probe={"duration": 2.0})
+        job = (await self.store.create_job(
+            JobType.VOD_WEB_VIDEO, J.web_video_payload("", "j1", media.id, 240, 25),
+            uuid="j1", media_id=media.id)).job
+        reg = await self.store.create_registration_token()
+        runner = await self.store.register_runner(reg.token, "r1")
+        job = await self.store.accept(job.uuid, runner.id)
+        done = J.success(job, time.time())
+        done = attrs.evolve(done, job=attrs.evolve(done.job, private_payload={
+            "result": {"files": {"videoFile": video}}}))
+        await self.store.save(done, previous=job)
+        return media
+
+    async def test_studio_edits_locally_and_remotely(self):
+        media = await self.published()
+        logo = os.path.join(self.dir, "logo.png")
+        ffmpeg("-f", "lavfi", "-i", "color=c=red:s=32x32", "-frames:v", "1", logo)
+        code, out, err = await self.local("--json", "media", "studio", "--cut", ":1.5",
+                                          "--watermark", logo, media.id[:8])
+        self.assertEqual((code, err), (0, ""))
+        made = json.loads(out)
+        self.assertEqual([j["type"] for j in made["jobs"]], [JobType.STUDIO])
+        studio = await self.store.get_job(made["jobs"][0]["uuid"])
+        self.assertEqual([t["name"] for t in studio.payload["tasks"]], ["cut", "add-watermark"])
+        self.assertEqual(studio.payload["tasks"][0]["options"], {"end": 1.5})
+        (stored,) = studio.private_payload["inputs"]["task-files"].values()
+        with open(stored, "rb") as a, open(logo, "rb") as b:
+            self.assertEqual(a.read(), b.read())  # a copy in the data directory
+        self.assertTrue(stored.startswith(os.path.join(self.dir, "media", media.id, "studio")))
+
+        # one edit at a time, said in one line
+        self.assertOneLine(await self.remote("media", "studio", "--cut", "1:", media.id), 1,
+                           "still being transcoded")
+        await self.store.save(J.cancel(studio, time.time()))
+        code, out, err = await self.remote("media", "studio", "--intro", logo, media.id)
+        self.assertOneLine((code, out, err), 1, "add-intro: a video clip is needed")
+        code, out, err = await self.remote("media", "studio", "--cut", "0.5:", "--outro",
+                                           os.path.join(self.dir, "clip.mp4"), media.id)
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertIn(f"Media {media.id}: an edit of 1 jobs", out)
+        edits = [j for j in await self.store.media_jobs(media.id)
+                 if j.type == JobType.STUDIO and j.state is JobState.PENDING]
+        self.assertEqual([t["name"] for t in edits[0].payload["tasks"]], ["cut", "add-outro"])
+
+    async def test_studio_usage_errors(self):
+        for args, words in ((["media", "studio", "m1"], "nothing to do"),
+                            (["media", "studio", "--cut", "5", "m1"], "START:END"),
+                            (["media", "studio", "--cut", "a:b", "m1"], "not a number"),
+                            (["media", "studio", "--intro", "/nope.mp4", "m1"], "no such file")):
+            code, out, err = await self.local(*args)
+            self.assertEqual(code, 2, (args, out, err))
+            self.assertIn(words, err)
