@@ -49,6 +49,22 @@ def _render(audio_path, out_path, title, subtitle, with_text):
     return out_path
 
 
+def fit_cover(cover_path: str, out_path: str, resolution: int) -> str:
+    """Writes ``cover_path`` scaled so that its smaller side is ``resolution`` (even sides,
+    the aspect kept): an audio merge's picture at its job's resolution. PeerTube's runner
+    does not scale the preview (it only makes its sides even), so a 1920x1080 cover would
+    make a "720p" MP4 of 1920x1080, at twice the work."""
+    landscape = "gte(iw,ih)"
+    tmp_out = out_path + ".tmp.png"
+    (ffmpeg.input(cover_path).video
+     .filter("scale", f"if({landscape},-2,{resolution})", f"if({landscape},{resolution},-2)")
+     .output(tmp_out, vframes=1)
+     .global_args("-hide_banner", "-loglevel", "error")
+     .overwrite_output().run(capture_stdout=True, capture_stderr=True))
+    os.replace(tmp_out, out_path)
+    return out_path
+
+
 def _fitting(text: str, largest: int) -> int:
     """A font size at which ``text`` fits the width (a glyph is about 0.6 em wide)."""
     return max(24, min(largest, int(WIDTH * 0.92 / (0.6 * max(len(text), 1)))))

@@ -31,7 +31,7 @@ from choir_protocol import jobs as J
 from choir_protocol import publishing as P
 from choir_protocol.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
 
-from .covers import make_cover
+from .covers import fit_cover, make_cover
 
 log = Logger()
 
@@ -72,6 +72,14 @@ def _prepare_upload(files_dir, media_id, source, name, move):
     return probe, dest, cover
 
 
+def audio_merge_preview(files_dir, media_id, cover, settings) -> str:
+    """Blocking: the cover at the top of the ladder, for the audio merge (``fit_cover``)."""
+    top = max(settings.resolutions)
+    directory = os.path.join(files_dir, "media", media_id)
+    os.makedirs(directory, exist_ok=True)
+    return fit_cover(cover, os.path.join(directory, f"preview-{top}p.png"), top)
+
+
 async def submit_media(store, files_dir, source, name, webhook=None, *, move=False,
                        settings=J.DEFAULT_SETTINGS, now=None):
     """-> (Media, [Job]). Raises P.NotMedia (nothing stored) for a file that is not media."""
@@ -79,13 +87,15 @@ async def submit_media(store, files_dir, source, name, webhook=None, *, move=Fal
     try:
         probe, path, cover = await threads.deferToThread(
             _prepare_upload, files_dir, media_id, source, name, move)
+        preview = None if cover is None else await threads.deferToThread(
+            audio_merge_preview, files_dir, media_id, cover, settings)
     except BaseException:
         shutil.rmtree(os.path.join(files_dir, "media", media_id), ignore_errors=True)
         raise
     try:
         media, transitions = await store.publish_media(
             "upload", name, path, [f for f in (path, cover) if f is not None],
-            P.upload_jobs(media_id, probe, path, cover, settings), probe=probe.to_json(),
+            P.upload_jobs(media_id, probe, path, preview, settings), probe=probe.to_json(),
             webhook=webhook, media_id=media_id, now=now)
     except BaseException:
         shutil.rmtree(os.path.join(files_dir, "media", media_id), ignore_errors=True)
@@ -187,9 +197,11 @@ class Publisher:
             _session_subtitle(summary))
         tracks = [os.path.join(directory, n) for n in summary.get("files", []) if n != "mix.flac"]
         media_id = str(uuidlib.uuid4())
+        preview = await threads.deferToThread(audio_merge_preview, self.files_dir, media_id,
+                                              cover, self.settings)
         media, transitions = await self.store.publish_media(
             "recording", title, mix, [p for p in [mix, cover] + tracks if os.path.exists(p)],
-            P.recording_jobs(media_id, mix, cover, self.settings), media_id=media_id)
+            P.recording_jobs(media_id, mix, preview, self.settings), media_id=media_id)
         self.hub.notify_available_jobs()
         log.info("Session {id} published as media {media}: {n} jobs",
                  id=summary.get("id"), media=media.id, n=len(transitions))

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 
 import attrs
+import pytest
 import numpy as np
 from ffmpeg import probe as ffmpeg_probe
 import soundfile
@@ -23,6 +24,7 @@ from twisted.web.http_headers import Headers
 from choir_protocol import jobs as J
 from choir_protocol.jobs import DEFAULT_SETTINGS, JobState, JobType
 from choir_twisted.runners import RunnerService
+from choir_twisted.covers import fit_cover
 from choir_twisted.publisher import probe_file
 
 from .daemon_process import until
@@ -263,7 +265,7 @@ class PublishingTest(PublishingCase):
         self.assertEqual(len(await self.store.list_media()), 1)
 
     async def test_a_configured_cover_and_ladder(self):
-        cover = self.generated("ours.jpg", "-f", "lavfi", "-i", "color=c=red:s=640x480",
+        cover = self.generated("ours.jpg", "-f", "lavfi", "-i", "color=c=red:s=1000x500",
                                "-frames:v", "1")
         await self.start(cover=cover, settings=attrs.evolve(DEFAULT_SETTINGS,
                                                             resolutions=frozenset({480})))
@@ -273,8 +275,13 @@ class PublishingTest(PublishingCase):
         jobs = await self.store.media_jobs(media.id)
         self.assertEqual([(j.type, j.payload["output"]["resolution"]) for j in jobs],
                          [(JobType.VOD_AUDIO_MERGE, 480), (JobType.VOD_HLS, 480)])
-        self.assertEqual(jobs[0].private_payload["inputs"]["preview"], cover)
         self.assertFalse(os.path.exists(os.path.join(session, "cover.png")))
+        # the audio merge's picture is the cover at the job's resolution: PeerTube's runner
+        # makes its video the picture's size
+        preview = jobs[0].private_payload["inputs"]["preview"]
+        self.assertEqual(os.path.basename(preview), "preview-480p.png")
+        picture = ffmpeg_probe(preview)["streams"][0]
+        self.assertEqual((picture["width"], picture["height"]), (960, 480))
 
     # -- uploads -------------------------------------------------------------------------
 
@@ -396,3 +403,15 @@ def test_cover_text_fits_the_picture():
     for length in (40, 80, 200):
         size = _fitting("x" * length, 96)
         assert 24 <= size < 96 and (size == 24 or 0.6 * size * length <= WIDTH)
+
+
+@pytest.mark.parametrize("size, resolution, expected", [
+    ("1920x1080", 720, (1280, 720)), ("1000x500", 480, (960, 480)),
+    ("500x1000", 360, (360, 720)), ("333x333", 240, (240, 240))])
+def test_the_audio_merge_picture_is_fitted_to_the_resolution(tmp_path, size, resolution,
+                                                            expected):
+    cover = str(tmp_path / "c.png")
+    ffmpeg("-f", "lavfi", "-i", f"color=c=red:s={size}", "-frames:v", "1", cover)
+    out = fit_cover(cover, str(tmp_path / "p.png"), resolution)
+    picture = ffmpeg_probe(out)["streams"][0]
+    assert (picture["width"], picture["height"]) == expected
