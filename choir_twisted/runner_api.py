@@ -5,6 +5,9 @@ Every route is a POST; tokens travel in the body; refusals are application/probl
 
 Choices
 -------
+* Payload URLs are stored as paths and made absolute as they are served (``jobs/request``,
+  ``accept``): PeerTube's runner passes each through ``new URL()``. The base is
+  ``--public-url``, else the request's ``Host`` and scheme (``choir_protocol.urls``).
 * Input files (``.../files/videos/{videoId}/...``) come from the job's private payload::
 
       {"inputs": {"max-quality": path, "max-quality-audio": path, "preview": path,
@@ -419,13 +422,15 @@ class RunnerAPI:
     def base_url(self, request) -> str:
         """The URL this request reached us at (``choir_protocol.urls.request_base``)."""
         here = request.getHost()
+        host = getattr(here, "host", "localhost")
+        host = f"[{host}]" if ":" in host else host
         return request_base(
             public_url=self.public_url, secure=request.isSecure(),
             host=_header(request, b"host"), peer=_ip(request),
             forwarded_proto=_header(request, b"x-forwarded-proto"),
             forwarded_host=_header(request, b"x-forwarded-host"),
             trusted_proxies=self.trusted_proxies,
-            default_host=f"{getattr(here, 'host', 'localhost')}:{getattr(here, 'port', 80)}")
+            default_host=f"{host}:{getattr(here, 'port', 80)}")
 
     def _wire_payload(self, request, payload: dict) -> dict:
         return absolute_payload(payload, self.base_url(request))
