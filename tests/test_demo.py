@@ -33,7 +33,7 @@ def test_demo_runs_a_rehearsal_and_everyone_lands_at_lag_zero(tmp_path):
     # then published by an in-process runner: the MP4 and the HLS renditions
     assert "  completed in " in result.stdout, result.stdout
     (media,) = (data / "media").iterdir()
-    assert sorted(p.name for p in media.iterdir()) == ["720p.mp4", "hls"]
+    assert sorted(p.name for p in media.iterdir()) == ["720p.mp4", "hls", "preview-720p.png"]
     assert sorted(p.name for p in (media / "hls").iterdir()) == sorted(
         ["master.m3u8"] + [f"{r}p{suffix}" for r in (360, 480, 720)
                            for suffix in (".m3u8", "-fragmented.mp4")])
