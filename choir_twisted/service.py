@@ -11,6 +11,7 @@ from choir_protocol.constants import MIX_WINDOW_CHUNKS
 from choir_protocol.jobs import ALL_RESOLUTIONS, DEFAULT_SETTINGS
 from choir_protocol.urls import parse_networks
 
+from .datadir import DataDirInUse, LockedServices, lock_data_dir
 from .protocols import DeskProtocol, DirectorProtocol, RoomFactory, SingerProtocol
 from .room import TICK, Room
 
@@ -117,13 +118,20 @@ class RoomService(service.Service):
 
 
 def makeService(options, clock=reactor) -> service.MultiService:
+    """The service tree; exits in one line if another daemon holds the data directory."""
     data_dir = None if options["no-record"] else os.path.abspath(options["data-dir"])
+    if options["no-record"] and options["no-runners"]:
+        top = service.MultiService()  # nothing on disk
+    else:
+        try:
+            top = LockedServices(lock_data_dir(os.path.abspath(options["data-dir"])))
+        except DataDirInUse as e:
+            raise SystemExit(f"twistd choir: {e}")
     if data_dir is not None:
         os.makedirs(os.path.join(data_dir, "sessions"), exist_ok=True)
     room = Room(clock, data_dir=data_dir, max_singers=options["max-singers"],
                 monitor_level=options["monitor-level"], tick=options["tick"],
                 window=options["mix-window"])
-    top = service.MultiService()
     room_service = RoomService(room)
     room_service.setServiceParent(top)
     for option, protocol_class in (("singers", SingerProtocol), ("director", DirectorProtocol),

@@ -253,7 +253,7 @@ def test_max_singers():
     """Rule (--max-singers): a singer past the maximum is closed after its header; the
     session of the others works. Built through Options and makeService."""
     options = Options()
-    options.parseOptions(["--max-singers", "2", "--no-record",
+    options.parseOptions(["--max-singers", "2", "--no-record", "--no-runners",
                           "--singers", "tcp:0", "--director", "tcp:0", "--desk", "tcp:0"])
     clock = Clock()
     daemon = MemoryDaemon.from_service(makeService(options, clock=clock), clock)

@@ -96,18 +96,20 @@ def test_trusted_proxy_parsing():
     assert not is_trusted(None, PROXY)
 
 
-def test_twistd_options_for_the_urls():
+def test_twistd_options_for_the_urls(tmp_path):
     from twisted.python import usage
 
     from choir_twisted.service import Options, makeService
     options = Options()
-    options.parseOptions(["--public-url", "https://choir.example/choir/",
+    options.parseOptions(["-d", str(tmp_path), "--public-url", "https://choir.example/choir/",
                           "--trusted-proxy", "127.0.0.1, 10.0.0.0/8"])
     assert options["trusted-proxy"] == PROXY[::-1]
     options["no-record"] = True
-    runners = makeService(options).runners  # what the runner API is built with at start
+    top = makeService(options)
+    runners = top.runners  # what the runner API is built with at start
     assert runners.trusted_proxies == PROXY[::-1]
     assert runners.publishing["public_url"] == "https://choir.example/choir/"
+    top.lock_file.close()
     for bad, words in ((["--public-url", "choir.example"], "http:// or https://"),
                        (["--public-url", "https://h/x?y=1"], "without query"),
                        (["--trusted-proxy", "10.0.0.0/33"], "--trusted-proxy")):
