@@ -28,7 +28,7 @@ from choir_protocol import publishing as P
 from choir_protocol import studio as S
 from choir_protocol.jobs import JobError
 
-from .runner_api import (MultipartError, _content_type, _is_multipart, _json_body, _problem,
+from .runner_api import (PARTIAL_UPLOAD_PREFIX, MultipartError, _content_type, _is_multipart, _json_body, _problem,
                          _json, bad_request, parse_multipart, too_large)
 from .studio import NotEditable, edit_media
 
@@ -121,7 +121,7 @@ class MediaAPI:
             if name != "file" or "file" in sink:
                 return None
             ext = os.path.splitext(os.path.basename(filename or ""))[1][:11]
-            sink["file"] = tempfile.NamedTemporaryFile(dir=uploads, prefix=".upload-",
+            sink["file"] = tempfile.NamedTemporaryFile(dir=uploads, prefix=PARTIAL_UPLOAD_PREFIX,
                                                        suffix=ext, delete=False)
             sink["filename"] = filename
             return sink["file"]
@@ -216,7 +216,7 @@ class MediaAPI:
         def open_file(name, filename):
             if name in sinks or len(sinks) >= S.MAX_TASKS:
                 return None
-            sinks[name] = tempfile.NamedTemporaryFile(dir=spool, prefix=".upload-",
+            sinks[name] = tempfile.NamedTemporaryFile(dir=spool, prefix=PARTIAL_UPLOAD_PREFIX,
                                                       delete=False)
             uploads[name] = (sinks[name].name, filename)
             return sinks[name]

@@ -71,6 +71,7 @@ MAX_JSON_BYTES = 1024 ** 2
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PLAYLIST_BYTES = 4 * 1024 ** 2
 MAX_AVAILABLE_JOBS = 10
+PARTIAL_UPLOAD_PREFIX = ".upload-"  # a body being received; removed at start if left
 CHUNK = 64 * 1024
 
 # success file fields -> (short role, default extension)
@@ -605,7 +606,7 @@ class RunnerAPI:
                 if w is None or name in sinks:
                     return None
                 sinks[name] = tempfile.NamedTemporaryFile(dir=os.path.dirname(w.path),
-                                                          prefix=".upload-", delete=False)
+                                                          prefix=PARTIAL_UPLOAD_PREFIX, delete=False)
                 return sinks[name]
             try:
                 request.content.seek(0)

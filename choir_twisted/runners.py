@@ -20,13 +20,29 @@ from .admin_api import AdminAPI
 from .media_api import MediaAPI
 from .notifications import NotificationHub
 from .publisher import Publisher
-from .runner_api import DEFAULT_MAX_UPLOAD_BYTES, RunnerAPI
+from .runner_api import DEFAULT_MAX_UPLOAD_BYTES, PARTIAL_UPLOAD_PREFIX, RunnerAPI
 from .store import StaleJob, Store
 
 WATCHDOG_SECONDS = 10.0
 FEED_SECONDS = 0.5  # the change feed is read at least this often
 FEED_CHECK_SECONDS = 0.01  # and as soon as the store's data version shows a commit
 SESSIONS_SECONDS = 5.0
+
+
+def remove_partial_uploads(data_dir) -> int:
+    """Uploads a killed daemon left half-written (``.upload-*`` under media/ and uploads/).
+    Safe before we listen: the data directory's lock keeps any other daemon out."""
+    removed = 0
+    for top in ("media", "uploads"):
+        for directory, _, names in os.walk(os.path.join(data_dir, top)):
+            for name in names:
+                if name.startswith(PARTIAL_UPLOAD_PREFIX):
+                    try:
+                        os.unlink(os.path.join(directory, name))
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
+    return removed
 
 
 class RunnerService(service.Service):
@@ -57,6 +73,9 @@ class RunnerService(service.Service):
         Deferred fires when the housekeeping loops run."""
         super().startService()
         os.makedirs(self.data_dir, exist_ok=True)
+        removed = remove_partial_uploads(self.data_dir)
+        if removed:
+            self.log.info("Removed {n} partial uploads left by a stopped daemon", n=removed)
         self.store = Store.sqlite(data_dir=self.data_dir, clock=self.clock)
         schema = self.store.create_schema()
         self.hub = NotificationHub(self.reactor, self._authenticate)

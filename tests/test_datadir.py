@@ -1,10 +1,16 @@
-"""One daemon per data directory: the lock, in-process and between real twistd processes."""
+"""One daemon per data directory: the lock, in-process and between real twistd processes;
+what a killed daemon left half-written, removed at the next start."""
 import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
+from twisted.internet import reactor
+from twisted.trial import unittest
 
 from choir_twisted.datadir import LOCK_NAME, DataDirInUse, lock_data_dir
+from choir_twisted.runners import RunnerService
 
 from .daemon_process import VENV_BIN, TwistdDaemon
 
@@ -46,3 +52,23 @@ def test_a_second_daemon_on_a_live_data_directory_refuses_in_one_line(tmp_path):
     # the first one gone, the directory is free
     again = TwistdDaemon(str(data), str(tmp_path / "again.log"))
     again.stop()
+
+
+class PartialUploadsTest(unittest.TestCase):
+    async def test_uploads_a_killed_daemon_left_half_written_are_removed_at_start(self):
+        data = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, data, True)
+        left = [os.path.join(data, "media", "m1", ".upload-abc"),
+                os.path.join(data, "media", "m1", "hls", ".upload-def"),
+                os.path.join(data, "uploads", ".upload-123.mp4")]
+        kept = [os.path.join(data, "media", "m1", "720p.mp4"),
+                os.path.join(data, "sessions", "s1", ".upload-not-ours")]
+        for path in left + kept:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(b"x" * 1000)
+        runners = RunnerService(reactor, "tcp:0:interface=127.0.0.1", data)
+        await runners.startService()
+        self.addCleanup(runners.stopService)
+        self.assertEqual([p for p in left if os.path.exists(p)], [])
+        self.assertEqual([p for p in kept if os.path.exists(p)], kept)
