@@ -38,6 +38,7 @@ log = Logger()
 MIN_RECORDING_SECONDS = 1.0
 WEBHOOK_TIMEOUT = 10.0
 WEBHOOK_RETRIES = (2.0, 10.0, 30.0)  # seconds before each new attempt
+PUBLISH_RETRY_FIRST, PUBLISH_RETRY_MAX = 5.0, 300.0  # a session that failed to publish
 DEFAULT_CHOIR_NAME = "Choir rehearsal"
 
 
@@ -161,6 +162,7 @@ class Publisher:
         self.agent = agent or Agent(reactor, connectTimeout=WEBHOOK_TIMEOUT)
         self.retry_delays = tuple(retry_delays)
         self._seen = set()  # session ids published, or never to be
+        self._retry = {}  # session id -> (when to try again, the delay after that)
         self._sending = set()
         self._ending = set()  # media being finished (one at a time each)
 
@@ -176,8 +178,20 @@ class Publisher:
             if summary is None or summary.get("state") in (None, "recording") \
                     or summary.get("tracks") not in ("ready", "failed"):
                 continue  # still recording or converting: next scan
+            now = self.reactor.seconds()
+            when, delay = self._retry.get(session_id, (now, PUBLISH_RETRY_FIRST))
+            if now < when:
+                continue
+            try:
+                media = await self.publish_recording(directory, summary)
+            except Exception as e:  # a locked database, a full disk: try again later
+                self._retry[session_id] = (now + delay, min(delay * 2, PUBLISH_RETRY_MAX))
+                log.warn("Session {id} could not be published ({error}): trying again in "
+                         "{delay:.0f} s", id=session_id, error=f"{type(e).__name__}: {e}",
+                         delay=delay)
+                continue
+            self._retry.pop(session_id, None)
             self._seen.add(session_id)
-            media = await self.publish_recording(directory, summary)
             if media is not None:
                 published.append(media)
         return published

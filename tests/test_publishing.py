@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 
@@ -415,3 +416,45 @@ def test_the_audio_merge_picture_is_fitted_to_the_resolution(tmp_path, size, res
     out = fit_cover(cover, str(tmp_path / "p.png"), resolution)
     picture = ffmpeg_probe(out)["streams"][0]
     assert (picture["width"], picture["height"]) == expected
+
+
+class PublishRetryTest(unittest.TestCase):
+    """A recording that fails to publish (a locked database) is tried again, with backoff,
+    until it is published; not marked done at the first failure."""
+
+    async def test_a_failed_publish_is_retried_until_it_is_published(self):
+        from twisted.internet.task import Clock
+
+        from choir_twisted.notifications import NotificationHub
+        from choir_twisted.publisher import PUBLISH_RETRY_FIRST, Publisher
+        from choir_twisted.store import Store
+        data = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, data, True)
+        sessions = os.path.join(data, "sessions")
+        make_session(sessions)
+        store = await Store.open(data_dir=data)
+        self.addCleanup(store.close)
+        clock = Clock()
+        hub = NotificationHub(clock, lambda token: None)
+        publisher = Publisher(store, hub, data, clock, sessions_dir=sessions)
+        real, failures = store.publish_media, []
+
+        def locked(*args, **kw):
+            if len(failures) < 2:
+                failures.append(1)
+                return defer.fail(sqlite3.OperationalError("database is locked"))
+            return real(*args, **kw)
+        store.publish_media = locked
+
+        self.assertEqual(await publisher.scan_sessions(), [])  # fails: tried again later
+        self.assertEqual(await publisher.scan_sessions(), [])  # not yet: backing off
+        self.assertEqual(len(failures), 1)
+        clock.advance(PUBLISH_RETRY_FIRST)
+        self.assertEqual(await publisher.scan_sessions(), [])  # fails again
+        clock.advance(PUBLISH_RETRY_FIRST)
+        self.assertEqual(await publisher.scan_sessions(), [])  # the delay doubled
+        clock.advance(PUBLISH_RETRY_FIRST)
+        (media,) = await publisher.scan_sessions()
+        self.assertEqual(media.kind, "recording")
+        self.assertEqual(len(await store.media_jobs(media.id)), 4)
+        self.assertEqual(await publisher.scan_sessions(), [])  # published once
