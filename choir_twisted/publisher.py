@@ -15,6 +15,8 @@ master playlist and their webhook.
   and undelivered webhooks are retried at the next start.
 """
 import datetime
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -22,9 +24,9 @@ import shutil
 import uuid as uuidlib
 
 import ffmpeg
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, protocol, task, threads
 from twisted.logger import Logger
-from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
 
 from choir_protocol import jobs as J
@@ -148,7 +150,8 @@ def _variants(files_dir, jobs) -> list:
 class Publisher:
     def __init__(self, store, hub, files_dir, reactor, *, sessions_dir=None,
                  settings=J.DEFAULT_SETTINGS, choir_name=DEFAULT_CHOIR_NAME, cover=None,
-                 webhook=None, public_url=None, agent=None, retry_delays=WEBHOOK_RETRIES):
+                 webhook=None, public_url=None, agent=None, retry_delays=WEBHOOK_RETRIES,
+                 webhook_secret=None):
         self.store = store
         self.hub = hub
         self.files_dir = files_dir
@@ -159,6 +162,7 @@ class Publisher:
         self.cover = cover  # a fixed cover image for every recording
         self.webhook = webhook
         self.public_url = public_url or ""
+        self.webhook_secret = webhook_secret
         self.agent = agent or Agent(reactor, connectTimeout=WEBHOOK_TIMEOUT)
         self.retry_delays = tuple(retry_delays)
         self._seen = set()  # session ids published, or never to be
@@ -325,14 +329,46 @@ class Publisher:
         return False
 
     async def _post(self, url, body):
-        d = self.agent.request(b"POST", url.encode(),
-                               Headers({b"content-type": [b"application/json"],
-                                        b"user-agent": [b"choir-webhook"]}),
-                               FileBodyProducer(io.BytesIO(body)))
+        headers = Headers({b"content-type": [b"application/json"],
+                           b"user-agent": [b"choir-webhook"]})
+        if self.webhook_secret:
+            headers.setRawHeaders(b"x-choir-signature", [sign(self.webhook_secret, body)])
+        d = self.agent.request(b"POST", url.encode(), headers, FileBodyProducer(io.BytesIO(body)))
         d.addTimeout(WEBHOOK_TIMEOUT, self.reactor)
         response = await d
-        await readBody(response)
+        # The status is the answer: a 2xx is a delivery, whatever its body (none, without
+        # a length, cut short), which is read and dropped, never kept.
+        body_sink = _Discard()
+        response.deliverBody(body_sink)
+        try:
+            await body_sink.done.addTimeout(WEBHOOK_TIMEOUT, self.reactor)
+        except defer.TimeoutError:
+            body_sink.drop()  # a body that never ends: hang up
         return None if 200 <= response.code < 300 else f"HTTP {response.code}"
+
+
+def sign(secret: str, body: bytes) -> bytes:
+    """``X-Choir-Signature``: ``sha256=`` and the hex HMAC-SHA256 of the body, as GitHub's
+    webhooks do; a receiver recomputes it with the shared secret."""
+    return b"sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
+
+
+class _Discard(protocol.Protocol):
+    """A response body read and dropped; ``done`` fires when it ends, however it ends."""
+
+    def __init__(self):
+        self.done = defer.Deferred()
+
+    def dataReceived(self, data):
+        pass
+
+    def connectionLost(self, reason):
+        if not self.done.called:
+            self.done.callback(None)
+
+    def drop(self):
+        if self.transport is not None:
+            self.transport.stopProducing()
 
 
 def _read_summary(directory):

@@ -46,6 +46,9 @@ class Options(usage.Options):
                                              "to publish recordings and uploads at."],
         ["webhook", None, None, "URL to POST a media's JSON to when all its jobs have ended "
                                 "(an upload's own webhook field takes precedence)."],
+        ["webhook-secret", None, None, "Sign each webhook's body with this secret: header "
+                                       "X-Choir-Signature: sha256=<hex HMAC-SHA256> "
+                                       "(or the file named by $CHOIR_WEBHOOK_SECRET_FILE)."],
         ["public-url", None, None, "The URL this daemon's HTTP endpoint is reached at, with "
                                    "its path prefix behind a reverse proxy (https://host/choir), "
                                    "for the links in job payloads and webhooks [default: the "
@@ -86,6 +89,13 @@ class Options(usage.Options):
             if not parts.netloc or parts.query or parts.fragment:
                 raise usage.UsageError("--public-url: scheme://host[:port][/prefix], "
                                        "without query or fragment")
+        secret_file = os.environ.get("CHOIR_WEBHOOK_SECRET_FILE")
+        if self["webhook-secret"] is None and secret_file:  # kept out of `ps`
+            try:
+                with open(secret_file) as f:
+                    self["webhook-secret"] = f.read().strip() or None
+            except OSError as e:
+                raise usage.UsageError(f"$CHOIR_WEBHOOK_SECRET_FILE: {e.strerror}: {secret_file}")
         try:
             self["trusted-proxy"] = parse_networks(self["trusted-proxy"])
         except ValueError as e:
@@ -144,6 +154,7 @@ def makeService(options, clock=reactor) -> service.MultiService:
         publishing = dict(
             settings=attrs.evolve(DEFAULT_SETTINGS, resolutions=options["resolutions"]),
             choir_name=options["choir-name"], webhook=options["webhook"],
+            webhook_secret=options["webhook-secret"],
             public_url=options["public-url"],
             cover=os.path.abspath(options["cover"]) if options["cover"] else None)
         if data_dir is None:

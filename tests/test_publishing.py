@@ -4,9 +4,12 @@ renditions, uploads are probed and planned, outputs are served, webhooks are cal
 A test plays the runner with plain HTTP and real ffmpeg output (choir-runner has its own
 tests), so every byte the daemon serves and stores can be checked."""
 import datetime
+import hashlib
+import hmac
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -17,7 +20,7 @@ import pytest
 import numpy as np
 from ffmpeg import probe as ffmpeg_probe
 import soundfile
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, protocol, reactor, threads
 from twisted.trial import unittest
 from twisted.web import client, resource, server
 from twisted.web.http_headers import Headers
@@ -458,3 +461,46 @@ class PublishRetryTest(unittest.TestCase):
         self.assertEqual(media.kind, "recording")
         self.assertEqual(len(await store.media_jobs(media.id)), 4)
         self.assertEqual(await publisher.scan_sessions(), [])  # published once
+
+
+class BareReceiver(protocol.Protocol):
+    """A webhook receiver as some are: it answers 200 with a body but no Content-Length,
+    then hangs up (a close-delimited body, which readBody calls a PartialDownloadError)."""
+
+    def connectionMade(self):
+        self.buffer = b""
+
+    def dataReceived(self, data):
+        self.buffer += data
+        head, sep, body = self.buffer.partition(b"\r\n\r\n")
+        if not sep:
+            return
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        if len(body) >= length:
+            self.factory.requests.append((head, body[:length]))
+            self.transport.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthanks")
+            self.transport.loseConnection()
+
+
+class WebhookDeliveryTest(PublishingCase):
+    async def test_a_2xx_without_a_length_is_a_delivery_and_the_body_is_signed(self):
+        factory = protocol.Factory.forProtocol(BareReceiver)
+        factory.requests = []
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        await self.start(webhook=f"http://127.0.0.1:{port.getHost().port}/hook",
+                         webhook_secret="s3cret")
+        make_session(self.sessions)
+        await self.run_service()
+        media = await until_media(self.store)
+        for job in await self.store.media_jobs(media.id):  # an operator cancels it all
+            if job.parent_uuid is None:
+                await self.store.save(J.cancel(job, 1.0, await self.store.children(job.uuid)))
+        media = await until_value(lambda: self.store.get_media(media.id),
+                                  lambda m: m.webhook_sent_at or m.webhook_error)
+        self.assertEqual((media.webhook_error, len(factory.requests)), (None, 1))
+        head, body = factory.requests[0]
+        signature = re.search(rb"(?i)x-choir-signature: *(\S+)", head).group(1)
+        self.assertEqual(signature, b"sha256=" + hmac.new(b"s3cret", body,
+                                                          hashlib.sha256).hexdigest().encode())
+        self.assertEqual(json.loads(body)["media"]["id"], media.id)
