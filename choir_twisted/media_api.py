@@ -53,6 +53,7 @@ def _problems(fn):
     @functools.wraps(fn)
     async def wrapper(self, request, *args, **kw):
         request.setHeader(b"access-control-allow-origin", b"*")
+        request.setHeader(b"x-content-type-options", b"nosniff")  # a file is never a page
         try:
             if getattr(request, "body_too_large", False):
                 raise too_large(getattr(request, "max_body", self.max_upload_bytes))

@@ -74,6 +74,10 @@ MAX_AVAILABLE_JOBS = 10
 PARTIAL_UPLOAD_PREFIX = ".upload-"  # a body being received; removed at start if left
 CHUNK = 64 * 1024
 
+# what a runner may name its result: anything else is stored under the default (a runner
+# must not choose .html and have it served as a page)
+ALLOWED_EXTENSIONS = {"videoFile": {".mp4", ".m4a", ".webm", ".mkv", ".mov"},
+                      "resolutionPlaylistFile": {".m3u8"}, "vttFile": {".vtt"}}
 # success file fields -> (short role, default extension)
 SUCCESS_FILES = {
     "payload[videoFile]": ("videoFile", ".mp4"),
@@ -335,9 +339,9 @@ def _ip(request):
     return getattr(addr, "host", None)
 
 
-def _safe_ext(filename, default: str) -> str:
-    ext = os.path.splitext(os.path.basename(filename or ""))[1]
-    return ext.lower() if re.fullmatch(r"\.[A-Za-z0-9]{1,10}", ext) else default
+def _safe_ext(filename, role: str, default: str) -> str:
+    ext = os.path.splitext(os.path.basename(filename or ""))[1].lower()
+    return ext if ext in ALLOWED_EXTENSIONS.get(role, ()) else default
 
 
 @attrs.define
@@ -592,8 +596,8 @@ class RunnerAPI:
         for field, filename in files.items():
             if field in SUCCESS_FILES:
                 role, default_ext = SUCCESS_FILES[field]
-                name = output_name(job.type, job.payload, role, _safe_ext(filename, default_ext),
-                                   job.private_payload)
+                ext = _safe_ext(filename, role, default_ext)
+                name = output_name(job.type, job.payload, role, ext, job.private_payload)
                 wanted[field] = _Written(field, role, os.path.join(directory, name), name)
 
         def copy():

@@ -335,6 +335,27 @@ class PublishingTest(PublishingCase):
         self.assertEqual(a.json["jobs"][0]["type"], JobType.VOD_AUDIO_MERGE)
         self.assertEqual(sorted(f["name"] for f in a.json["inputs"]), ["cover.png", "source.mp3"])
 
+    async def test_a_runner_cannot_have_a_page_served(self):
+        """A result named .html is stored under its role's extension, and every file goes
+        out with nosniff: no runner makes the daemon serve a page (with CORS *)."""
+        token = await self.serving()
+        song = self.generated("song.flac", "-f", "lavfi", "-i", "sine=d=1")
+        with open(song, "rb") as f:
+            view = (await self.upload(f.read(), "song.flac", token)).json
+        merge = next(j for j in await self.store.media_jobs(view["id"])
+                     if j.type == JobType.VOD_AUDIO_MERGE)
+        runner = await self.register()
+        wire = await self.accept(runner, merge)
+        page = b"<html><script>alert(document.cookie)</script></html>"
+        await self.succeed(runner, wire, [("payload[videoFile]", "720p.html", page)])
+        names = [f.name for f in await self.store.media_files(view["id"], "output")]
+        self.assertEqual(names, ["720p.mp4"])
+        got = await self.http("GET", f"{M}/{view['id']}/files/720p.mp4")
+        self.assertEqual((got.body, got.content_type), (page, "video/mp4"))
+        self.assertEqual(got.headers.getRawHeaders(b"x-content-type-options"), [b"nosniff"])
+        missing = await self.http("GET", f"{M}/{view['id']}/files/720p.html")
+        self.assertEqual(missing.code, 404)
+
     async def test_upload_refusals(self):
         token = await self.serving(max_upload_bytes=200_000)
         a = await self.upload(b"x", "a.mp4", "choir-wrong")
