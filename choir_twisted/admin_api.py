@@ -228,6 +228,10 @@ class AdminAPI:
         page = await self.store.runners_page(**_page(request, RUNNER_SORTS))
         return _json(request, {"total": page.total, "data": [runner_wire(r) for r in page.items]})
 
+    async def _hang_up_removed(self):
+        """A removed runner's socket.io connection goes too: it must hear of no more jobs."""
+        self.hub.keep_only({r.id for r in await self.store.list_runners()})
+
     @app.route(PREFIX + "/<string:runner_id>", methods=["DELETE"])
     @_admin
     async def delete_runner(self, request, runner_id):
@@ -236,6 +240,7 @@ class AdminAPI:
             raise JobError("unknown_runner", 404, f"unknown runner {runner_id}")
         log.info("Operator removed runner {id}; {n} job(s) back to pending", id=runner_id,
                  n=requeued)
+        await self._hang_up_removed()
         if requeued:
             self.hub.notify_available_jobs()
         return _no_content(request)
@@ -268,6 +273,7 @@ class AdminAPI:
         runners, requeued = outcome
         log.info("Operator deleted registration token {id} and its {r} runner(s)",
                  id=token_id, r=runners)
+        await self._hang_up_removed()
         if requeued:
             self.hub.notify_available_jobs()
         return _no_content(request)

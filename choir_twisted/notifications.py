@@ -84,6 +84,12 @@ class RunnerSocket(WebSocketServerProtocol):
         self._send(self.conn.accept_namespace(event.namespace, secrets.token_urlsafe(15)))
         self.hub.add(self)
 
+    def hang_up(self) -> None:
+        namespace = getattr(self, "namespace", None)
+        if namespace in self.conn.connected:
+            self._send(self.conn.disconnect_namespace(namespace))
+        self.dropConnection(abort=False)
+
     @property
     def ready(self) -> bool:
         return self.state == WebSocketServerProtocol.STATE_OPEN
@@ -195,6 +201,16 @@ class NotificationHub:
 
     def remove(self, socket) -> None:
         self.sockets.discard(socket)
+
+    def keep_only(self, runner_ids) -> int:
+        """Hangs up on every runner not in ``runner_ids`` (removed or unregistered: it must
+        hear of no more jobs), with a socket.io disconnect first. -> how many."""
+        gone = [s for s in self.sockets
+                if s.runner is not None and getattr(s.runner, "id", None) not in runner_ids]
+        for socket in gone:
+            self.remove(socket)
+            socket.hang_up()
+        return len(gone)
 
     def notify_available_jobs(self) -> None:
         """A job became pending: tell every runner, at most once per ``debounce``."""

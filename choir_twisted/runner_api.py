@@ -483,6 +483,7 @@ class RunnerAPI:
         processing = [j for j in await self.store.list_jobs(states=[JobState.PROCESSING])
                       if j.runner_id == runner.id]
         await self.store.unregister_runner(runner.id, now=self.now())
+        self.hub.keep_only({r.id for r in await self.store.list_runners()})
         if processing:
             self.hub.notify_available_jobs()
         return _no_content(request)

@@ -144,6 +144,10 @@ class RunnerService(service.Service):
 
     @defer.inlineCallbacks
     def _watchdog(self):
+        # runners removed elsewhere (choir-admin on the data directory) hear no more jobs
+        dropped = self.hub.keep_only({r.id for r in (yield self.store.list_runners())})
+        if dropped:
+            self.log.info("Hung up on {n} removed runner(s)", n=dropped)
         now = self.clock()
         for job in (yield self.store.stalled_jobs(now, **self.stalled_after)):
             transition = J.stalled(job, now, **self.stalled_after)

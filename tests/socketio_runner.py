@@ -12,6 +12,7 @@ class SocketRunner(WebSocketClientProtocol):
     queued in ``arrivals`` for tests that await the next one."""
 
     def onOpen(self):
+        self.closed = defer.Deferred()  # fires when the server hangs up
         self.frames = []
         self.arrivals = defer.DeferredQueue()
         self.factory.opened.callback(self)
@@ -27,6 +28,8 @@ class SocketRunner(WebSocketClientProtocol):
     def onClose(self, wasClean, code, reason):
         if not self.factory.opened.called:
             self.factory.opened.errback(ConnectionError(reason))
+        elif not self.closed.called:
+            self.closed.callback(None)
 
     def available_jobs(self) -> int:
         return self.frames.count(AVAILABLE)

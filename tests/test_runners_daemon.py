@@ -14,6 +14,7 @@ from twisted.trial import unittest
 from twisted.web import client
 from twisted.web.http_headers import Headers
 
+from choir_twisted.runners import RunnerService
 from choir_twisted.store import Store
 
 from .daemon_process import TwistdDaemon, until
@@ -127,3 +128,41 @@ class AnnouncedOnceTest(unittest.TestCase):
         await other.create_job("vod-hls-transcoding", J.hls_payload("", "y", "y", 480, 30))
         await until(lambda: hub.notifications_sent == sent + 2 or hub._pending is not None,
                     what="the other process's job announced")
+
+
+class RemovedRunnerTest(unittest.TestCase):
+    """A runner unregistered, or removed by an operator (here: on the store, as choir-admin
+    does from another process), loses its socket.io connection: no more available-jobs."""
+
+    timeout = 30
+
+    async def test_a_removed_runner_hears_of_no_more_jobs(self):
+        data_dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, data_dir, True)
+        service = RunnerService(reactor, "tcp:0:interface=127.0.0.1", data_dir,
+                                watchdog_interval=0.05)
+        await service.startService()
+        self.addCleanup(service.stopService)
+        http = service.port.getHost().port
+        reg = await service.store.create_registration_token()
+        tokens = {}
+        for name in ("leaves", "removed", "stays"):
+            code, body = await post(http, "register", {"registrationToken": reg.token,
+                                                       "name": name})
+            tokens[name] = body["runnerToken"]
+        sockets = {name: await connect_socket(http, token, self) for name, token in tokens.items()}
+
+        code, _ = await post(http, "unregister", {"runnerToken": tokens["leaves"]})
+        self.assertEqual(code, 204)
+        await sockets["leaves"].closed
+        self.assertEqual(sockets["leaves"].frames[-1], "41/runners,")
+        removed = await service.store.runner_by_token(tokens["removed"])
+        await service.store.unregister_runner(removed.id)
+        await sockets["removed"].closed  # the watchdog's next pass
+
+        service.hub.notify_available_jobs()
+        _, frame = await sockets["stays"].arrivals.get()
+        self.assertEqual(frame, '42/runners,["available-jobs"]')
+        self.assertEqual(len(service.hub.sockets), 1)
+        for name in ("leaves", "removed"):
+            self.assertEqual(sockets[name].available_jobs(), 0)
