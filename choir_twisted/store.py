@@ -211,6 +211,11 @@ class Store(OperatorQueries):
     @classmethod
     def sqlite(cls, path: str | None = None, data_dir: str = ".", clock=time.time) -> "Store":
         path = path or os.path.join(data_dir, DB_NAME)
+        try:  # a new store is the owner's alone: it holds every token (SQLite's -wal and
+            # -shm files take the database file's permissions)
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
         pool = adbapi.ConnectionPool("sqlite3", path, check_same_thread=False, cp_min=1,
                                      cp_max=1, cp_openfun=_open_sqlite)
         return cls(pool, clock, read_path=path)

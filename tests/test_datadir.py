@@ -72,3 +72,19 @@ class PartialUploadsTest(unittest.TestCase):
         self.addCleanup(runners.stopService)
         self.assertEqual([p for p in left if os.path.exists(p)], [])
         self.assertEqual([p for p in kept if os.path.exists(p)], kept)
+
+
+class StoreModeTest(unittest.TestCase):
+    async def test_a_new_store_and_its_wal_are_the_owners_alone(self):
+        from choir_twisted.store import DB_NAME, Store
+        data = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, data, True)
+        old = os.umask(0o022)
+        try:
+            store = await Store.open(data_dir=data)
+        finally:
+            os.umask(old)
+        self.addCleanup(store.close)
+        await store.create_registration_token()
+        for name in (DB_NAME, DB_NAME + "-wal"):
+            self.assertEqual(os.stat(os.path.join(data, name)).st_mode & 0o777, 0o600, name)
