@@ -14,6 +14,8 @@ import secrets
 
 import attrs
 
+from .text import is_text
+
 
 class JobState(enum.IntEnum):
     PENDING = 1
@@ -184,7 +186,7 @@ def check_job_token(job: Job | None, job_token: str, runner_id: str,
     """A runner acts only on the job it accepted, and only while that job is processing."""
     if job is None:
         raise unknown_job(uuid or "?")
-    if (job.job_token is None or job.runner_id != runner_id
+    if (job.job_token is None or job.runner_id != runner_id or not is_text(job_token or "")
             or not hmac.compare_digest(job.job_token.encode(), (job_token or "").encode())):
         raise unknown_job(job.uuid)
     if job.state is not JobState.PROCESSING:

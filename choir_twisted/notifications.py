@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.web import resource
 
 from choir_protocol.errors import ProtocolError
+from choir_protocol.text import is_text
 from choir_protocol.socketio import (Closed, NamespaceConnectRequested, NamespaceDisconnected, Pong,
                                      SocketIOServerConnection)
 
@@ -71,7 +72,8 @@ class RunnerSocket(WebSocketServerProtocol):
     @defer.inlineCallbacks
     def _authenticate(self, event):
         token = (event.auth or {}).get("runnerToken")
-        runner = (yield defer.maybeDeferred(self.hub.authenticate, token)) if isinstance(token, str) else None
+        runner = (yield defer.maybeDeferred(self.hub.authenticate, token)) \
+            if isinstance(token, str) and is_text(token) else None
         if self.conn.state.name == "CLOSED" or not self.ready:
             return
         if runner is None:

@@ -60,6 +60,7 @@ from twisted.web import resource, server
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobError, JobState, JobType
 from choir_protocol.publishing import output_name, rename_segments
+from choir_protocol.text import is_text
 from choir_protocol.urls import absolute_payload, request_base
 from choir_twisted.store import StaleJob
 
@@ -311,6 +312,8 @@ def _json_body(request) -> dict:
         body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as e:
         raise bad_request(f"the body is not valid JSON: {e}")
+    except RecursionError:
+        raise bad_request("the body is not valid JSON: nested too deeply")
     if not isinstance(body, dict):
         raise bad_request("the JSON body must be an object")
     return body
@@ -326,7 +329,10 @@ def _string(body: dict, name: str, required: bool = True, max_len: int = 10000):
         raise bad_request(f"field {name} must be a non-empty string")
     if len(value) > max_len:
         raise bad_request(f"field {name} is longer than {max_len} characters")
+    if not is_text(value):
+        raise bad_request(f"field {name} is not text (a lone surrogate: \\ud800)")
     return value
+
 
 
 def _header(request, name: bytes) -> str | None:

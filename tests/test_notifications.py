@@ -94,6 +94,12 @@ class NotificationsTest(unittest.TestCase):
         self.assertEqual(await prefixed.next_frame(), '42/choir/runners,["available-jobs"]')
         self.assertEqual(len(self.hub.sockets), 2)
 
+    async def test_a_token_that_is_not_text_is_refused_not_crashed_on(self):
+        self.start()
+        runner = await self.connect(token="\\ud800")
+        self.assertEqual(runner.answer, '44/runners,{"message":"Unknown runner token"}')
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     async def test_an_unknown_runner_token_is_refused(self):
         self.start()
         runner = await self.connect(token="ptrt-stranger")

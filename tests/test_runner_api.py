@@ -304,6 +304,24 @@ class RunnerAPITest(unittest.TestCase):
 
     # -- errors of RUNNERS.md --
 
+    async def test_hostile_json_is_a_bad_request_not_a_500(self):
+        await self.asyncSetUp()
+        token = await self.register()
+        job = await self.make_job()
+        cases = [(b"[" * 100000, "nested too deeply"),
+                 (b'{"runnerToken": "\\ud800"}', "not text"),
+                 (b'{"registrationToken": "\\udfff", "name": "x"}', "not text")]
+        for (raw, words), path in zip(cases, ["/jobs/request", "/jobs/request", "/register"]):
+            a = await self.post(P + path, raw=raw)
+            self.assertIn(words, self.assertProblem(a, 400, "bad_request")["detail"])
+        await self.accepted(token, job)
+        a = await self.post(f"{P}/jobs/{job.uuid}/update",
+                            raw=b'{"runnerToken": "%s", "jobToken": "\\ud800"}' % token.encode())
+        self.assertProblem(a, 400, "bad_request")
+        with self.assertRaises(J.JobError):
+            J.check_job_token(await self.store.get_job(job.uuid), "\ud800", "r")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     async def test_registration_errors(self):
         await self.asyncSetUp()
         a = await self.post(P + "/register", {"registrationToken": "ptrrt-nope", "name": "x"})
