@@ -31,6 +31,9 @@ class RunnerSocket(WebSocketServerProtocol):
     # Not ``log``: that is autobahn's own (txaio) logger, whose debug calls are no-ops.
     # Replaced by a twisted Logger, every frame sent wrote a debug line to the daemon's log.
     _log = Logger()
+    # until onConnect accepts the handshake (a refused one closes without them)
+    hub = runner = namespace = None
+    _ping_timer = _pong_deadline = None
 
     def onConnect(self, request):
         problem = _query_problem(request.params)
@@ -87,9 +90,8 @@ class RunnerSocket(WebSocketServerProtocol):
         self.hub.add(self)
 
     def hang_up(self) -> None:
-        namespace = getattr(self, "namespace", None)
-        if namespace in self.conn.connected:
-            self._send(self.conn.disconnect_namespace(namespace))
+        if self.namespace in self.conn.connected:
+            self._send(self.conn.disconnect_namespace(self.namespace))
         self.dropConnection(abort=False)
 
     @property
@@ -140,9 +142,8 @@ class RunnerSocket(WebSocketServerProtocol):
     def onClose(self, wasClean, code, reason):
         self._cancel(self._ping_timer)
         self._cancel(self._pong_deadline)
-        hub = getattr(self, "hub", None)
-        if hub is not None:
-            hub.remove(self)
+        if self.hub is not None:
+            self.hub.remove(self)
 
 
 def _query_problem(params: dict):
@@ -233,7 +234,7 @@ class NotificationHub:
             return
         by_namespace = {}
         for socket in list(self.sockets):
-            by_namespace.setdefault(getattr(socket, "namespace", NAMESPACE), []).append(socket)
+            by_namespace.setdefault(socket.namespace or NAMESPACE, []).append(socket)
         for namespace, sockets in by_namespace.items():
             frame = '42%s,["available-jobs"]' % namespace
             prepared = self.factory.prepareMessage(frame.encode("utf-8"))  # framed once for all

@@ -3,7 +3,7 @@ import json
 import time
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import defer, endpoints, protocol, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 from twisted.web import client, resource, server
@@ -130,6 +130,33 @@ class NotificationsTest(unittest.TestCase):
             self.assertEqual(response.code, 400)
             self.assertEqual(body["code"], code)
             self.assertIn(b"application/json", response.headers.getRawHeaders(b"content-type")[0])
+
+    async def test_a_refused_websocket_handshake_logs_no_error(self):
+        """A handshake autobahn refuses (here: an unknown WebSocket version) closes the
+        connection before onConnect: nothing of ours may fail on the way out."""
+        self.start()
+        got = defer.Deferred()
+
+        class Raw(protocol.Protocol):
+            def connectionMade(self):
+                self.data = b""
+                self.transport.write(
+                    b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+                    b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    b"Sec-WebSocket-Version: 99\r\n\r\n")
+
+            def dataReceived(self, data):
+                self.data += data
+
+            def connectionLost(self, reason):
+                got.callback(self.data)
+        await endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port) \
+            .connect(protocol.Factory.forProtocol(Raw))
+        answer = await got
+        self.assertTrue(answer.startswith(b"HTTP/1.1 4"), answer[:80])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(len(self.hub.sockets), 0)
 
     def test_available_jobs_is_debounced_to_once_a_second(self):
         clock = Clock()
