@@ -356,6 +356,20 @@ class PublishingTest(PublishingCase):
         missing = await self.http("GET", f"{M}/{view['id']}/files/720p.html")
         self.assertEqual(missing.code, 404)
 
+    async def test_many_ranges_get_the_file_once_not_many_copies(self):
+        token = await self.serving()
+        song = self.generated("song.flac", "-f", "lavfi", "-i", "sine=d=2")
+        with open(song, "rb") as f:
+            data = f.read()
+        view = (await self.upload(data, "song.flac", token)).json
+        url = f"{M}/{view['id']}/files/source.flac"
+        got = await self.http("GET", url, headers={"Range": "bytes=" + ",".join(["0-"] * 100)})
+        self.assertEqual((got.code, got.body), (200, data))
+        got = await self.http("GET", url, headers={"Range": "bytes=0-9,20-29"})
+        self.assertEqual(got.code, 206)  # a few ranges are served as asked
+        self.assertIn(data[20:30], got.body)
+        self.assertLess(len(got.body), 1000)
+
     async def test_upload_refusals(self):
         token = await self.serving(max_upload_bytes=200_000)
         a = await self.upload(b"x", "a.mp4", "choir-wrong")
