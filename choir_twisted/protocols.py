@@ -16,6 +16,7 @@ from .links import has_plain_socket, output_for
 
 HEADER_TIMEOUT = 10.0  # seconds for a peer to send its 512-byte header
 SINGER_BACKLOG_LIMIT = 512 * 1024  # about 11 s of track held back for a singer not reading
+DIRECTOR_BACKLOG_LIMIT = 1024 * 1024  # about 12 s of mix held back for a director not reading
 RECV_BYTES = 65536
 IPTOS_LOWDELAY = 0x10
 
@@ -180,6 +181,11 @@ class DirectorProtocol(_RehearsalProtocol):
         self.conn = DirectorServerConnection()
         self.last_active = room.clock.seconds()
         self.in_session = False
+        self.output = None
+
+    def connectionMade(self):
+        super().connectionMade()
+        self.output = output_for(self.transport, DIRECTOR_BACKLOG_LIMIT)
 
     def dataReceived(self, data):
         room = self.room
@@ -203,7 +209,10 @@ class DirectorProtocol(_RehearsalProtocol):
             self.drop(f"protocol error: {e}")
 
     def send_mix(self, first_index: int, pcm: bytes) -> None:
-        self.transport.write(self.conn.send_mix(first_index, pcm))
+        self.output.write(self.conn.send_mix(first_index, pcm))
+        if self.output.overflowed:  # memory stays bounded: the session goes on without it
+            self.drop("the director is not reading the mix")
+            return
         self.last_active = self.room.clock.seconds()
 
     def ended(self, reason):

@@ -18,7 +18,7 @@ from choir_protocol.connections import DirectorClientConnection, SingerClientCon
 from choir_protocol.constants import FRAMES_PER_CHUNK, TRACK_CHUNK_SIZE
 from choir_protocol.events import MixChunk, SessionStarted
 from choir_protocol.header import Header
-from choir_twisted.protocols import SINGER_BACKLOG_LIMIT
+from choir_twisted.protocols import DIRECTOR_BACKLOG_LIMIT, SINGER_BACKLOG_LIMIT
 from tests.daemon_helpers import FaultySinger, TcpDaemon, mismatch, stereo_track, within
 from tests.simulated import SimulatedDirector, SimulatedSinger
 
@@ -103,6 +103,18 @@ class NonReadingSinger(protocol.Protocol):
             self.transport.pauseProducing()  # stops reading, for good
 
 
+class NonReadingDirector(FaultyDirector):
+    """Sends its whole track at once, then never reads the mix (nor its socket)."""
+
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
+        self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        chunks = len(self.track) // FRAMES_PER_CHUNK
+        self.transport.write(self.conn.initiate(Header()) + b"".join(
+            self.conn.send_track(i, self.payload(i)) for i in range(chunks)))
+        self.transport.pauseProducing()  # stops reading, for good
+
+
 class AheadSinger(protocol.Protocol):
     """Checks in on chunk 0 and at once sends voice chunks far past the end of the track."""
 
@@ -180,6 +192,33 @@ class DirectorFaultTests(unittest.TestCase):
     async def test_disconnect_mid_session(self):
         """Fault: a director disconnects mid-session."""
         await self.director_fault("disconnect")
+
+
+    async def test_director_that_stops_reading_is_dropped_with_bounded_memory(self):
+        """Fault: a director that never reads the mix. What the daemon holds back for it
+        stays bounded (DIRECTOR_BACKLOG_LIMIT); it is dropped past the limit, the session
+        ends and the singers are told, and the next director's session works."""
+        daemon = TcpDaemon(self, window=30)
+        daemon.ports["director"].socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        chunks = 6000  # about 6 MB of mix, which an unbounded daemon would hold
+        track = stereo_track(chunks, seed=19)
+        singers = [SimulatedSinger(reactor, "Fast", pace=False)]
+        await daemon.connect_singers(singers)
+        await daemon.connect("director", NonReadingDirector(track))
+        server_bad = daemon.factories["director"].built[0]
+        held = []
+        daemon.room.tick_hooks.append(
+            lambda: held.append(held_for(server_bad) if server_bad.connected else 0))
+        reason = await within(server_bad.lost, 30)
+        self.assertEqual(reason, "the director is not reading the mix")
+        self.assertTrue(server_bad.output.overflowed)
+        self.assertLessEqual(max(held), DIRECTOR_BACKLOG_LIMIT + 65536 + 2 * 1028 * 100)
+        await within(defer.gatherResults([s.session_over for s in singers]))
+        self.assertTrue(daemon.room.last_session.ended.startswith("director left"),
+                        daemon.room.last_session.ended)
+        good = await daemon.connect("director", SimulatedDirector(stereo_track(60, seed=3)))
+        await within(good.done)
+        self.assertEqual(daemon.room.last_session.ended, "complete")
 
 
 class SingerFaultTests(unittest.TestCase):
