@@ -199,8 +199,10 @@ class DirectorProtocol(_RehearsalProtocol):
                     room.track_ended(self)
                 elif kind is Authenticated:
                     self._authenticated(event.header)
+                    # repr: a peer's words reach the log with control characters escaped
                     self.log.info("Director {who} ({version}) connected", who=self.describe(),
-                                  version=event.header.client_version or "unknown version")
+                                  version=repr(event.header.client_version)
+                                  if event.header.client_version else "unknown version")
                     if not room.director_joined(self):
                         self.transport.loseConnection()
                         return

@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from choir_protocol.adpcm import StereoEncoder
 from choir_protocol.chunks import encode_index
 from choir_protocol.connections import DirectorClientConnection, SingerClientConnection
-from choir_protocol.constants import FRAMES_PER_CHUNK, TRACK_CHUNK_SIZE
+from choir_protocol.constants import FRAMES_PER_CHUNK, TRACK_CHUNK_SIZE, VOCAL_GROUPS
 from choir_protocol.events import MixChunk, SessionStarted
 from choir_protocol.header import Header
 from choir_twisted.protocols import DIRECTOR_BACKLOG_LIMIT, SINGER_BACKLOG_LIMIT
@@ -219,6 +219,35 @@ class DirectorFaultTests(unittest.TestCase):
         good = await daemon.connect("director", SimulatedDirector(stereo_track(60, seed=3)))
         await within(good.done)
         self.assertEqual(daemon.room.last_session.ended, "complete")
+
+
+    async def test_a_peers_control_characters_are_escaped_in_the_log(self):
+        """A name or client version with ANSI escapes reaches the log escaped, never raw
+        (a terminal reading the log would obey them)."""
+        from twisted.logger import formatEvent, globalLogPublisher
+        lines = []
+        observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        daemon = TcpDaemon(self)
+        singers = [SimulatedSinger(reactor, "S0", pace=False)]
+        await daemon.connect_singers(singers)
+
+        class Evil(SimulatedDirector):
+            def connectionMade(self):
+                self.transport.write(self.conn.initiate(Header("\x1b[2Jboss", VOCAL_GROUPS[0],
+                                                               "\x1b[31mevil 1.0")))
+                self.transport.loseConnection()
+        lost = defer.Deferred()
+        evil = Evil(stereo_track(10, seed=1))
+        evil.connectionLost = lambda reason: lost.callback(None)
+        await daemon.connect("director", evil)
+        await within(lost)
+        await within(daemon.factories["director"].built[0].lost)
+        mine = [line for line in lines if "boss" in line or "evil" in line]
+        self.assertTrue(mine, lines)
+        self.assertFalse([line for line in mine if "\x1b" in line], mine)
+        self.assertTrue(any("\\x1b[31mevil" in line for line in mine), mine)
 
 
 class SingerFaultTests(unittest.TestCase):
