@@ -538,17 +538,23 @@ class Store(OperatorQueries):
         return self._interact(go)
 
     @staticmethod
-    def _filters(sql, args, states, types):
-        where = []
+    def _job_conditions(states, types) -> tuple:
+        """-> ([SQL condition], [argument]) selecting jobs in ``states`` of ``types``."""
+        where, args = [], []
         if states:
             where.append(f"state IN ({', '.join('?' * len(states))})")
             args += [int(s) for s in states]
         if types:
             where.append(f"type IN ({', '.join('?' * len(types))})")
             args += list(types)
+        return where, args
+
+    @classmethod
+    def _filters(cls, sql, args, states, types):
+        where, more = cls._job_conditions(states, types)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return sql, args
+        return sql, args + more
 
     def pending_jobs(self, job_types=None, limit=10):
         """Pending jobs, lowest priority number first, then the oldest.

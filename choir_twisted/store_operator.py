@@ -217,12 +217,8 @@ class OperatorQueries:
                          " OR runner_id IN (SELECT id FROM runners "
                          "WHERE lower(name) LIKE ? ESCAPE '\\'))")
             args += [_like(search)] * 3
-        if states:
-            where.append(f"state IN ({', '.join('?' * len(states))})")
-            args += [int(s) for s in states]
-        if types:
-            where.append(f"type IN ({', '.join('?' * len(types))})")
-            args += list(types)
+        more_where, more_args = self._job_conditions(states, types)
+        where, args = where + more_where, args + more_args
         clause = " WHERE " + " AND ".join(where) if where else ""
 
         def go(cur):

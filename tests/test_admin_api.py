@@ -19,6 +19,7 @@ from choir_twisted.runner_api import RunnerAPI
 from choir_twisted.store import Store
 from choir_twisted.store_operator import hash_token
 
+from . import test_runner_api
 from .test_runner_api import Answer
 
 P = "/api/v1/runners"
@@ -89,15 +90,7 @@ class AdminAPITest(unittest.TestCase):
                                             producer)
         return Answer(response, await client.readBody(response))
 
-    def assertProblem(self, answer, status, code=None):
-        self.assertEqual(answer.code, status, answer.body)
-        self.assertEqual(answer.content_type, "application/problem+json")
-        problem = answer.json
-        self.assertEqual(set(problem), {"type", "title", "detail", "status", "code"})
-        self.assertEqual(problem["status"], status)
-        if code is not None:
-            self.assertEqual(problem["code"], code)
-        return problem
+    assertProblem = test_runner_api.RunnerAPITest.assertProblem
 
     # -- fixtures --
 
