@@ -37,13 +37,13 @@ import math
 import attrs
 import ffmpeg
 
+from choir_protocol import studio as core
+# the task names, and PeerTube's watermark ratios for a payload that leaves them out
+from choir_protocol.studio import (CUT, INTRO, OUTRO, WATERMARK, WATERMARK_MARGIN_RATIO,
+                                   WATERMARK_SIZE_RATIO)
+
 from . import runner_ffmpeg as F
 
-CUT, INTRO, OUTRO, WATERMARK = "cut", "add-intro", "add-outro", "add-watermark"
-TASK_NAMES = (CUT, INTRO, OUTRO, WATERMARK)
-# PeerTube's VIDEO_FILTERS.WATERMARK, for a payload that leaves them out
-WATERMARK_SIZE_RATIO = 1 / 10
-WATERMARK_MARGIN_RATIO = 1 / 20
 DEFAULT_FPS = 25  # a video without a readable frame rate (PeerTube's audio-merge fps)
 SILENCE = "anullsrc=channel_layout=stereo:sample_rate=48000"
 # PeerTube's addDefaultEncoderGlobalParams: a lavfi input may run well ahead of a file
@@ -97,16 +97,10 @@ def parse_tasks(raw) -> tuple:
         raise StudioError("the job has no tasks (a non-empty list of {name, options})")
     tasks = []
     for i, item in enumerate(raw):
-        where = f"tasks[{i}]"
-        if not isinstance(item, dict):
-            raise StudioError(f"{where}: an object with name and options is needed")
-        name, options = item.get("name"), item.get("options")
-        options = {} if options is None else options
-        if name not in TASK_NAMES:
-            raise StudioError(f"{where}: unknown studio task {name!r} (this runner does "
-                              f"{', '.join(TASK_NAMES)})")
-        if not isinstance(options, dict):
-            raise StudioError(f"{where}.options must be an object")
+        try:
+            where, name, options = core.task_item(i, item)
+        except core.StudioError as e:
+            raise StudioError(str(e))
         if name == CUT:
             start = _number(options.get("start"), f"{where}.options.start") or None
             end = _number(options.get("end"), f"{where}.options.end") or None

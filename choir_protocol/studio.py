@@ -54,6 +54,23 @@ def _seconds(value, what) -> float | None:
     return seconds
 
 
+def task_item(i: int, item) -> tuple:
+    """The ``i``-th of a list of tasks, ``{"name", "options"}``, checked for its shape
+    and name (by the daemon for an operator's edit, by choir-runner for a payload).
+    -> (where, name, options)."""
+    where = f"tasks[{i}]"
+    if not isinstance(item, dict):
+        raise StudioError(f"{where}: an object with name and options is needed")
+    name, options = item.get("name"), item.get("options")
+    options = {} if options is None else options
+    if name not in TASK_NAMES:
+        raise StudioError(f"{where}: unknown studio task {name!r} (known: "
+                          f"{', '.join(TASK_NAMES)})")
+    if not isinstance(options, dict):
+        raise StudioError(f"{where}.options must be an object")
+    return where, name, options
+
+
 def parse_tasks(raw, duration: float | None = None) -> tuple:
     """``raw``: ``[{"name": ..., "options": {...}}]`` (JSON, or rebuilt from PeerTube's form
     fields ``tasks[i][name]``, ``tasks[i][options][start]``...). A file task's ``options.file``
@@ -64,17 +81,7 @@ def parse_tasks(raw, duration: float | None = None) -> tuple:
         raise StudioError(f"tasks: at most {MAX_TASKS} in one edit")
     tasks = []
     for i, item in enumerate(raw):
-        where = f"tasks[{i}]"
-        if not isinstance(item, dict):
-            raise StudioError(f"{where}: an object with name and options is needed")
-        name = item.get("name")
-        options = item.get("options")
-        options = {} if options is None else options
-        if name not in TASK_NAMES:
-            raise StudioError(f"{where}: unknown task {name!r} (choose from "
-                              f"{', '.join(TASK_NAMES)})")
-        if not isinstance(options, dict):
-            raise StudioError(f"{where}.options must be an object")
+        where, name, options = task_item(i, item)
         if name == CUT:
             start = _seconds(options.get("start"), f"{where}.options.start")
             end = _seconds(options.get("end"), f"{where}.options.end")

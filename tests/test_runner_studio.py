@@ -76,7 +76,7 @@ def test_the_daemons_own_payload_parses():
     ([], "the job has no tasks"),
     (["cut"], "tasks[0]: an object with name and options is needed"),
     ([{"name": "cut", "options": {"end": 5}}, {"name": "add-subtitles", "options": {}}],
-     "tasks[1]: unknown studio task 'add-subtitles' (this runner does cut, add-intro, "
+     "tasks[1]: unknown studio task 'add-subtitles' (known: cut, add-intro, "
      "add-outro, add-watermark)"),
     ([{"name": "cut", "options": []}], "tasks[0].options must be an object"),
     ([{"name": "cut", "options": {"start": 5, "end": 5}}], "the cut ends at 5 s, not after"),

@@ -48,7 +48,7 @@ def test_parse_every_task():
 @pytest.mark.parametrize("raw, words", [
     ([], "non-empty"),
     ("cut", "non-empty"),
-    ([{"name": "rotate"}], "unknown task 'rotate'"),
+    ([{"name": "rotate"}], "unknown studio task 'rotate'"),
     ([{"name": "cut", "options": {}}], "a start, an end or both"),
     ([{"name": "cut", "options": {"start": 5, "end": 5}}], "after its start"),
     ([{"name": "cut", "options": {"start": -1}}], "≥ 0"),
