@@ -26,6 +26,21 @@ def cli(*args):
     return p.returncode, p.stdout, p.stderr
 
 
+async def jobs_in_every_state(store, runner, **child):
+    """A pending job, one processing for ``runner`` (42 %), a child waiting for the pending
+    one (``child``: more create_job arguments), a completed one. -> those four."""
+    pending = (await store.create_job(JobType.VOD_HLS, {"n": 1})).job
+    web = (await store.create_job(JobType.VOD_WEB_VIDEO, {"n": 2}, priority=5)).job
+    processing = await store.accept(web.uuid, runner.id)
+    await store.save(J.update(processing, time.time(), progress=42))
+    waiting = (await store.create_job(JobType.VOD_HLS, {"n": 3}, parent_uuid=pending.uuid,
+                                      **child)).job
+    done = (await store.create_job(JobType.VOD_AUDIO_MERGE, {"n": 4})).job
+    done = await store.accept(done.uuid, runner.id)
+    await store.save(J.success(done, time.time()))
+    return pending, processing, waiting, done
+
+
 class AdminTest(unittest.TestCase):
     timeout = 120
 
@@ -137,16 +152,7 @@ class AdminTest(unittest.TestCase):
 
     async def make_jobs(self):
         r = await self.runner()
-        pending = (await self.store.create_job(JobType.VOD_HLS, {"n": 1})).job
-        web = (await self.store.create_job(JobType.VOD_WEB_VIDEO, {"n": 2}, priority=5)).job
-        processing = await self.store.accept(web.uuid, r.id)
-        await self.store.save(J.update(processing, time.time(), progress=42))
-        child = (await self.store.create_job(JobType.VOD_HLS, {"n": 3},
-                                             parent_uuid=pending.uuid)).job
-        done = (await self.store.create_job(JobType.VOD_AUDIO_MERGE, {"n": 4})).job
-        done = await self.store.accept(done.uuid, r.id)
-        await self.store.save(J.success(done, time.time()))
-        return r, pending, processing, child, done
+        return (r, *await jobs_in_every_state(self.store, r))
 
     async def test_jobs_list_filters_by_state_and_type(self):
         r, pending, processing, child, done = await self.make_jobs()

@@ -19,6 +19,8 @@ from choir_protocol import jobs as J
 from choir_protocol.jobs import JobState, JobType
 from choir_twisted.runners import RunnerService
 
+from .test_admin import jobs_in_every_state
+
 
 def ffmpeg(*args):
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
@@ -139,17 +141,7 @@ class RemoteAdminTest(unittest.TestCase):
         r = await self.store.register_runner(tok.token, "r1", "desc", "0.1.2", "10.1.2.3")
         await self.store.register_runner(tok.token, "idle", None, None, None,
                                          now=self.now - 4000)
-        pending = (await self.store.create_job(JobType.VOD_HLS, {"n": 1})).job
-        web = (await self.store.create_job(JobType.VOD_WEB_VIDEO, {"n": 2}, priority=5)).job
-        processing = await self.store.accept(web.uuid, r.id)
-        await self.store.save(J.update(processing, time.time(), progress=42))
-        child = (await self.store.create_job(JobType.VOD_HLS, {"n": 3},
-                                             parent_uuid=pending.uuid,
-                                             private_payload={"p": 1})).job
-        done = (await self.store.create_job(JobType.VOD_AUDIO_MERGE, {"n": 4})).job
-        done = await self.store.accept(done.uuid, r.id)
-        await self.store.save(J.success(done, time.time()))
-        return r, pending, processing, child, done
+        return (r, *await jobs_in_every_state(self.store, r, private_payload={"p": 1}))
 
     async def test_runners_and_jobs_answer_as_on_the_data_directory(self):
         r, pending, processing, child, done = await self.make_jobs()
