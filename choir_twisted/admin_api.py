@@ -32,7 +32,8 @@ from choir_protocol import jobs as J
 from choir_protocol.jobs import JobError, JobState, JobType
 from choir_protocol.urls import absolute_payload
 
-from .runner_api import MAX_JSON_BYTES, _json, _no_content, _problems, bad_request, too_large
+from .runner_api import (MAX_JSON_BYTES, _json, _no_content, _problems, bad_request,
+                         bearer_token, too_large)
 from .store import StaleJob
 from .store_operator import JOB_SORTS, REGISTRATION_TOKEN_SORTS, RUNNER_SORTS
 
@@ -208,13 +209,11 @@ class AdminAPI:
             raise too_large(getattr(request, "max_body", MAX_JSON_BYTES))
 
     async def _authorize(self, request):
-        header = (request.getHeader(b"authorization") or b"")
-        header = header.decode("latin-1") if isinstance(header, bytes) else header
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request)
+        if token is None:
             request.setHeader(b"www-authenticate", b'Bearer realm="choir"')
             raise unauthorized()
-        record = await self.store.operator_by_token(token.strip(), now=self.now())
+        record = await self.store.operator_by_token(token, now=self.now())
         if record is None or record.revoked:
             raise forbidden()
         return record

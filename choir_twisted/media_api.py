@@ -28,8 +28,9 @@ from choir_protocol import publishing as P
 from choir_protocol import studio as S
 from choir_protocol.jobs import JobError
 
-from .runner_api import (PARTIAL_UPLOAD_PREFIX, MultipartError, _content_type, _is_multipart, _json_body, _problem,
-                         _json, bad_request, parse_multipart, too_large)
+from .runner_api import (PARTIAL_UPLOAD_PREFIX, MultipartError, _content_type, _is_multipart,
+                         _json, _json_body, _problem, bad_request, bearer_token,
+                         parse_multipart, too_large)
 from .studio import NotEditable, edit_media
 
 log = Logger()
@@ -90,10 +91,8 @@ class MediaAPI:
         return self.app.resource()
 
     async def _authorize(self, request):
-        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or not await self._valid(token):
+        token = bearer_token(request)
+        if token is None or not await self._valid(token):
             request.setHeader(b"www-authenticate", b'Bearer realm="choir"')
             raise unauthorized()
 

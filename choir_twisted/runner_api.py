@@ -340,6 +340,12 @@ def _header(request, name: bytes) -> str | None:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
+def bearer_token(request) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header, or None."""
+    scheme, _, token = (_header(request, b"authorization") or "").strip().partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
 def _ip(request):
     addr = request.getClientAddress()
     return getattr(addr, "host", None)
