@@ -24,6 +24,8 @@ from choir_protocol import jobs as J
 from choir_protocol.jobs import Job, JobError, JobState
 
 from .store_operator import OperatorQueries
+from .store_records import (JOB_COLUMNS, JOB_SELECT, ApiToken, Media, MediaFile,  # noqa: F401
+                            RegistrationToken, Runner, job_from_row, job_values)
 
 SCHEMA_VERSION = 4
 # (version, statements) that bring a store of the version before up to it
@@ -93,68 +95,9 @@ SCHEMA = [
         created_at REAL NOT NULL, last_used_at REAL, revoked INTEGER NOT NULL DEFAULT 0)""",
 ]
 
-JOB_COLUMNS = ("uuid", "type", "state", "priority", "payload", "private_payload", "failures",
-               "error", "progress", "parent_uuid", "runner_id", "job_token", "media_id",
-               "created_at", "updated_at", "started_at", "finished_at")
-_JOB_SELECT = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
-
 
 class StaleJob(Exception):
     """The job changed under us: its state is no longer the one the transition started from."""
-
-
-@attrs.frozen
-class RegistrationToken:
-    token: str
-    created_at: float
-    revoked: bool
-    id: str | None = None  # PeerTube's admin API names a registration token by it
-
-
-@attrs.frozen
-class ApiToken:
-    token: str
-    name: str
-    created_at: float
-    revoked: bool
-
-
-@attrs.frozen
-class Runner:
-    id: str
-    name: str
-    description: str | None
-    version: str | None
-    token: str
-    registration_token: str | None
-    ip: str | None
-    last_contact: float | None
-    created_at: float
-
-
-@attrs.frozen
-class Media:
-    id: str
-    kind: str
-    name: str
-    path: str | None
-    probe: dict | None
-    webhook: str | None
-    created_at: float
-    ended_at: float | None = None  # when its last job reached a final state
-    webhook_sent_at: float | None = None
-    webhook_error: str | None = None
-
-
-@attrs.frozen
-class MediaFile:
-    id: str
-    media_id: str
-    role: str
-    name: str
-    path: str
-    size: int | None
-    created_at: float
 
 
 def _open_sqlite(conn):
@@ -175,21 +118,6 @@ def _open_sqlite(conn):
     # process crashing; only an OS crash or power cut may lose the last ones.
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-
-
-def _job_from_row(row) -> Job:
-    d = dict(zip(JOB_COLUMNS, row))
-    d["payload"] = json.loads(d["payload"])
-    d["private_payload"] = json.loads(d["private_payload"])
-    return Job(**d)
-
-
-def _job_values(job: Job) -> tuple:
-    d = attrs.asdict(job, recurse=False)
-    d["state"] = int(job.state)
-    d["payload"] = json.dumps(job.payload)
-    d["private_payload"] = json.dumps(job.private_payload)
-    return tuple(d[c] for c in JOB_COLUMNS)
 
 
 class Store(OperatorQueries):
@@ -407,10 +335,10 @@ class Store(OperatorQueries):
         now = self.clock() if now is None else now
 
         def go(cur):
-            rows = self._x(cur, _JOB_SELECT + " WHERE runner_id = ? AND state = ?",
+            rows = self._x(cur, JOB_SELECT + " WHERE runner_id = ? AND state = ?",
                            (runner_id, int(JobState.PROCESSING))).fetchall()
             for row in rows:
-                tr = J.abort(_job_from_row(row), now)
+                tr = J.abort(job_from_row(row), now)
                 self._save(cur, tr.job, tr.previous_state, now)
             self._x(cur, "UPDATE jobs SET runner_id = NULL WHERE runner_id = ?", (runner_id,))
             return self._x(cur, "DELETE FROM runners WHERE id = ?", (runner_id,)).rowcount == 1
@@ -460,12 +388,12 @@ class Store(OperatorQueries):
                 (job.uuid, int(job.state), now, self.origin))
 
     def _get(self, cur, uuid) -> Job | None:
-        row = self._x(cur, _JOB_SELECT + " WHERE uuid = ?", (uuid,)).fetchone()
-        return _job_from_row(row) if row else None
+        row = self._x(cur, JOB_SELECT + " WHERE uuid = ?", (uuid,)).fetchone()
+        return job_from_row(row) if row else None
 
     def _save(self, cur, job: Job, expected_state, now, previous: Job | None = None):
         cols = [c for c in JOB_COLUMNS if c != "uuid"]
-        values = dict(zip(JOB_COLUMNS, _job_values(job)))
+        values = dict(zip(JOB_COLUMNS, job_values(job)))
         sets = ", ".join(f"{c} = ?" for c in cols)
         where, args = "uuid = ? AND state = ?", [job.uuid, int(expected_state)]
         if previous is not None:
@@ -481,7 +409,7 @@ class Store(OperatorQueries):
 
     def _insert(self, cur, job: Job, now):
         self._x(cur, f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES "
-                     f"({', '.join('?' * len(JOB_COLUMNS))})", _job_values(job))
+                     f"({', '.join('?' * len(JOB_COLUMNS))})", job_values(job))
         self._event(cur, job, now)
 
     def create_job(self, type, payload, *, priority=J.DEFAULT_PRIORITY, private_payload=None,
@@ -529,12 +457,12 @@ class Store(OperatorQueries):
 
     def list_jobs(self, states=None, types=None, limit=None):
         def go(cur):
-            sql, args = _JOB_SELECT, []
+            sql, args = JOB_SELECT, []
             sql, args = self._filters(sql, args, states, types)
             sql += " ORDER BY created_at, uuid"
             if limit is not None:
                 sql += f" LIMIT {int(limit)}"
-            return [_job_from_row(r) for r in self._x(cur, sql, args).fetchall()]
+            return [job_from_row(r) for r in self._x(cur, sql, args).fetchall()]
         return self._interact(go)
 
     @staticmethod
@@ -562,9 +490,9 @@ class Store(OperatorQueries):
         Cached until the next commit by anyone (see ``_fresh``): the same Job records may
         be answered again, so do not change their payloads."""
         def go(cur):
-            sql, args = self._filters(_JOB_SELECT, [], [JobState.PENDING], job_types)
+            sql, args = self._filters(JOB_SELECT, [], [JobState.PENDING], job_types)
             sql += f" ORDER BY priority, created_at, uuid LIMIT {int(limit)}"
-            return [_job_from_row(r) for r in self._x(cur, sql, args).fetchall()]
+            return [job_from_row(r) for r in self._x(cur, sql, args).fetchall()]
         conn = self._reader_conn()
         if conn is None:
             return self._interact(go)
@@ -616,8 +544,8 @@ class Store(OperatorQueries):
         return self._interact(go)
 
     def children(self, uuid):
-        return self._interact(lambda cur: [_job_from_row(r) for r in self._x(
-            cur, _JOB_SELECT + " WHERE parent_uuid = ? ORDER BY created_at", (uuid,)).fetchall()])
+        return self._interact(lambda cur: [job_from_row(r) for r in self._x(
+            cur, JOB_SELECT + " WHERE parent_uuid = ? ORDER BY created_at", (uuid,)).fetchall()])
 
     def delete_job(self, uuid):
         return self._interact(lambda cur: self._x(
@@ -628,9 +556,9 @@ class Store(OperatorQueries):
         now = self.clock() if now is None else now
 
         def go(cur):
-            rows = self._x(cur, _JOB_SELECT + " WHERE state = ? AND updated_at < ?",
+            rows = self._x(cur, JOB_SELECT + " WHERE state = ? AND updated_at < ?",
                            (int(JobState.PROCESSING), now - min(vod_timeout, live_timeout)))
-            return [j for j in map(_job_from_row, rows.fetchall())
+            return [j for j in map(job_from_row, rows.fetchall())
                     if J.is_stalled(j, now, vod_timeout, live_timeout)]
         return self._interact(go)
 
@@ -747,8 +675,8 @@ class Store(OperatorQueries):
         return self._interact(go)
 
     def media_jobs(self, media_id):
-        return self._interact(lambda cur: [_job_from_row(r) for r in self._x(
-            cur, _JOB_SELECT + " WHERE media_id = ? ORDER BY created_at, "
+        return self._interact(lambda cur: [job_from_row(r) for r in self._x(
+            cur, JOB_SELECT + " WHERE media_id = ? ORDER BY created_at, "
                                "parent_uuid IS NOT NULL, uuid",
             (media_id,)).fetchall()])
 
@@ -767,8 +695,8 @@ class Store(OperatorQueries):
         now = self.clock() if now is None else now
 
         def go(cur):
-            jobs = [_job_from_row(r) for r in self._x(
-                cur, _JOB_SELECT + " WHERE media_id = ? ORDER BY created_at",
+            jobs = [job_from_row(r) for r in self._x(
+                cur, JOB_SELECT + " WHERE media_id = ? ORDER BY created_at",
                 (media_id,)).fetchall()]
             specs = plan(jobs)
             self._x(cur, "UPDATE media SET ended_at = NULL, webhook_sent_at = NULL, "

@@ -16,6 +16,8 @@ from twisted.internet import defer
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobState
 
+from .store_records import JOB_SELECT, RegistrationToken, Runner, job_from_row
+
 OPERATOR_TOKEN_PREFIX = "choir-op-"
 TOKEN_REFRESH = 30.0  # last_used_at is written at most this often per token
 
@@ -44,10 +46,6 @@ class Page:
     total: int
     items: list
 
-
-def _store():
-    from . import store  # store.py imports this module: its helpers are looked up late
-    return store
 
 
 def _order(sorts: dict, sort: str, descending: bool, tie: str) -> str:
@@ -125,7 +123,7 @@ class OperatorQueries:
             total = self._x(cur, "SELECT COUNT(*) FROM runners").fetchone()[0]
             rows = self._x(cur, self._RUNNER + _order(RUNNER_SORTS, sort, descending, "id")
                            + _limit(start, count)).fetchall()
-            return Page(total, [_store().Runner(*r) for r in rows])
+            return Page(total, [Runner(*r) for r in rows])
         return self._interact(go)
 
     def runners_by_id(self, ids):
@@ -133,7 +131,7 @@ class OperatorQueries:
         ids = sorted(set(i for i in ids if i is not None))
         if not ids:
             return defer.succeed({})
-        return self._interact(lambda cur: {r[0]: _store().Runner(*r) for r in self._x(
+        return self._interact(lambda cur: {r[0]: Runner(*r) for r in self._x(
             cur, self._RUNNER + f" WHERE id IN ({', '.join('?' * len(ids))})", ids).fetchall()})
 
     def registration_tokens_page(self, start=0, count=15, sort="created_at", descending=False,
@@ -149,7 +147,7 @@ class OperatorQueries:
                      "FROM registration_tokens" + where
                 + _order(REGISTRATION_TOKEN_SORTS, sort, descending, "id")
                 + _limit(start, count)).fetchall()
-            return Page(total, [(_store().RegistrationToken(t, c, bool(r), i), n)
+            return Page(total, [(RegistrationToken(t, c, bool(r), i), n)
                                 for t, c, r, i, n in rows])
         return self._interact(go)
 
@@ -166,11 +164,10 @@ class OperatorQueries:
 
     def _remove_runner(self, cur, runner_id, now) -> int:
         """Deletes a runner; its processing jobs go back to pending. -> how many did."""
-        store = _store()
-        rows = self._x(cur, store._JOB_SELECT + " WHERE runner_id = ? AND state = ?",
+        rows = self._x(cur, JOB_SELECT + " WHERE runner_id = ? AND state = ?",
                        (runner_id, int(JobState.PROCESSING))).fetchall()
         for row in rows:
-            tr = J.abort(store._job_from_row(row), now)
+            tr = J.abort(job_from_row(row), now)
             self._save(cur, tr.job, tr.previous_state, now)
         self._x(cur, "UPDATE jobs SET runner_id = NULL WHERE runner_id = ?", (runner_id,))
         self._x(cur, "DELETE FROM runners WHERE id = ?", (runner_id,))
@@ -210,7 +207,6 @@ class OperatorQueries:
                   states=None, types=None):
         """``search``: a case-insensitive substring of the uuid, the type or the name of
         the job's runner."""
-        store = _store()
         where, args = [], []
         if search:
             where.append("(lower(uuid) LIKE ? ESCAPE '\\' OR lower(type) LIKE ? ESCAPE '\\'"
@@ -223,10 +219,10 @@ class OperatorQueries:
 
         def go(cur):
             total = self._x(cur, "SELECT COUNT(*) FROM jobs" + clause, args).fetchone()[0]
-            rows = self._x(cur, store._JOB_SELECT + clause
+            rows = self._x(cur, JOB_SELECT + clause
                            + _order(JOB_SORTS, sort, descending, "uuid")
                            + _limit(start, count), args).fetchall()
-            return Page(total, [store._job_from_row(r) for r in rows])
+            return Page(total, [job_from_row(r) for r in rows])
         return self._interact(go)
 
     def jobs_by_uuid(self, uuids):
@@ -234,7 +230,6 @@ class OperatorQueries:
         uuids = sorted(set(u for u in uuids if u is not None))
         if not uuids:
             return defer.succeed({})
-        store = _store()
-        return self._interact(lambda cur: {j.uuid: j for j in map(store._job_from_row, self._x(
-            cur, store._JOB_SELECT + f" WHERE uuid IN ({', '.join('?' * len(uuids))})",
+        return self._interact(lambda cur: {j.uuid: j for j in map(job_from_row, self._x(
+            cur, JOB_SELECT + f" WHERE uuid IN ({', '.join('?' * len(uuids))})",
             uuids).fetchall())})
