@@ -109,6 +109,7 @@ class DeskClient(protocol.Protocol):
         self._reader = desk.MessageReader()
         self._pending = collections.deque()
         self.connected = False
+        self.refusal = ""  # the server's reason, when it refuses this desk
         self.closed = defer.Deferred()
 
     def connectionMade(self):
@@ -120,6 +121,10 @@ class DeskClient(protocol.Protocol):
         try:
             messages = self._reader.feed(data)
             for message in messages:
+                if isinstance(message, dict) and isinstance(message.get("error"), str):
+                    self.refusal = f"the server refused the mixing desk: {message['error']}"
+                    self._fail(DeskError(self.refusal))
+                    return
                 if not self._pending:
                     raise ProtocolError("the server sent a desk message nobody asked for")
                 waiting = self._pending.popleft()
@@ -176,7 +181,7 @@ class DeskClient(protocol.Protocol):
 
     def connectionLost(self, reason):
         self.connected = False
-        self._fail(DeskError("the server closed the mixing-desk connection"))
+        self._fail(DeskError(self.refusal or "the server closed the mixing-desk connection"))
         if not self.closed.called:
             self.closed.callback(None)
 

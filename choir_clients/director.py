@@ -32,7 +32,7 @@ from choir_protocol.connections import DirectorClientConnection
 from choir_protocol.constants import (CHUNKS_PER_SECOND, DIRECTOR_LEAD_CHUNKS, FRAMES_PER_CHUNK,
                                       SAMPLE_RATE)
 from choir_protocol.errors import ProtocolError
-from choir_protocol.events import MixChunk, SessionRefused
+from choir_protocol.events import MixChunk, Refused, SessionRefused
 from choir_protocol.header import Header
 
 from . import media
@@ -309,9 +309,12 @@ class DirectorProtocol(protocol.Protocol):
     """The director's connection: the track out with 1.1.3's flow control, the mix in."""
 
     def __init__(self, reactor, source, lead=DIRECTOR_LEAD_CHUNKS, on_mix=None,
-                 idle_timeout=IDLE_TIMEOUT):
+                 idle_timeout=IDLE_TIMEOUT, held=False):
         self.reactor = reactor
         self.source = source
+        # held: only the header goes out until ``release`` (the daemon opens the session on
+        # the first track chunk, and serves the desk to a connected director's address)
+        self.held = held
         self.lead = lead
         self.on_mix = on_mix
         self.idle_timeout = idle_timeout
@@ -319,6 +322,7 @@ class DirectorProtocol(protocol.Protocol):
         self.encoder = StereoEncoder()
         self.mix = []  # the mix chunks received, 16-bit mono PCM bytes
         self.refused = False
+        self.refusal = ""  # the server's words, when it gives them (signal -4)
         self.failure = None  # why the session broke off, if it did
         self.interrupted = False
         self.done = defer.Deferred()
@@ -332,8 +336,13 @@ class DirectorProtocol(protocol.Protocol):
         self._idle = self.reactor.callLater(self.idle_timeout, self._timed_out)
         self.pump()
 
+    def release(self):
+        self.held = False
+        if self.transport is not None:
+            self.pump()
+
     def pump(self):
-        if self.conn.track_ended or self.conn.refused or not self.transport.connected:
+        if self.held or self.conn.track_ended or self.conn.refused or not self.transport.connected:
             return
         out = []
         while self.conn.sent - self.conn.received < self.lead:
@@ -377,8 +386,9 @@ class DirectorProtocol(protocol.Protocol):
                 self.mix.append(event.pcm)
                 if self.on_mix is not None:
                     self.on_mix(event.index, event.pcm)
-            elif isinstance(event, SessionRefused):
+            elif isinstance(event, (SessionRefused, Refused)):
                 self.refused = True
+                self.refusal = getattr(event, "reason", "")
                 self.transport.loseConnection()
                 return
         if not self._close_if_done():
@@ -748,30 +758,30 @@ class Session:
                 self.say(f"Cannot play the choir: {e}\n(Use --mute to run without sound.)")
                 return 1
 
-        desk = DeskWatcher(self.reactor, host, options["desk-port"], self.remembered, self.say)
-        if await desk.connect():
-            await desk.prepare()
-        if self.interrupted:  # Ctrl-C before the session began
-            await desk.stop()
-            self.say("Stopped before the session began.")
-            return 0
-
         self.status = StatusLine(self.out, self.source.total_chunks,
                                  interval=self.status_interval or 5.0)
         if self.status.tty and self.status_interval is None:
             self.status.interval = 0.2
-        self.director = DirectorProtocol(self.reactor, self.source, on_mix=self._on_mix)
+        # Connected first (header only), so that the desk is served to this address; the
+        # remembered gains are set before the first track chunk opens the session.
+        self.director = DirectorProtocol(self.reactor, self.source, on_mix=self._on_mix, held=True)
+        desk = DeskWatcher(self.reactor, host, options["desk-port"], self.remembered, self.say)
         endpoint = endpoints.HostnameEndpoint(self.reactor, host, port, timeout=10)
         try:
             await endpoints.connectProtocol(endpoint, self.director)
         except (error.ConnectError, error.DNSLookupError, error.TimeoutError) as e:
-            await desk.stop()
             self.say(f"Cannot reach the choir server at {host}:{port} ({plain_reason(e)}).")
             return 1
+        if not self.director.done.called and await desk.connect():  # (not if refused at once)
+            await desk.prepare()
+        if self.interrupted:  # Ctrl-C before the session began
+            await desk.stop()
+            self.director.transport.loseConnection()
+            self.say("Stopped before the session began.")
+            return 0
         self.say(f"Connected to {host}:{port}." + (" Live: your microphone is sent. Ctrl-C to stop."
                                                    if self.source.live else " Ctrl-C to stop early."))
-        if self.interrupted:  # Ctrl-C while connecting
-            self.director.stop()
+        self.director.release()
         try:
             self.source.start()
         except Exception as e:  # a device that cannot start (DeviceError, PortAudioError)
@@ -807,7 +817,11 @@ class Session:
         if self.player is not None:
             self.player.end()
         code = 0
-        if director.refused and not director.mix:
+        if director.refusal:  # our daemon says why
+            self.say(f"The server {'ended' if director.mix else 'refused'} the session: "
+                     f"{director.refusal}.")
+            code = 1
+        elif director.refused and not director.mix:
             self.say(REFUSED_HELP)
             code = 1
         elif director.refused:

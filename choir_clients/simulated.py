@@ -17,8 +17,8 @@ from twisted.internet import defer, protocol
 from choir_protocol.adpcm import MonoEncoder, StereoDecoder, StereoEncoder
 from choir_protocol.connections import DirectorClientConnection, SingerClientConnection
 from choir_protocol.constants import CHUNKS_PER_SECOND, FRAMES_PER_CHUNK
-from choir_protocol.events import (KeepAlive, MixChunk, SessionEnded, SessionRefused, SessionStarted,
-                                   TrackAudio)
+from choir_protocol.events import (KeepAlive, MixChunk, Refused, SessionEnded, SessionRefused,
+                                   SessionStarted, TrackAudio)
 from choir_protocol.header import Header
 
 CHUNK_SECONDS = 1 / CHUNKS_PER_SECOND
@@ -137,7 +137,8 @@ class SimulatedSinger(protocol.Protocol):
 class SimulatedDirector(protocol.Protocol):
     """Streams a track (int16 stereo array) and collects the mix, with 1.1.3's 6 s flow control."""
 
-    def __init__(self, track: np.ndarray, lead_chunks=516):
+    def __init__(self, track: np.ndarray, lead_chunks=516, header: Header | None = None):
+        self.header = header if header is not None else Header()
         self.track = track
         self.chunks = len(track) // FRAMES_PER_CHUNK
         self.lead = lead_chunks
@@ -145,12 +146,13 @@ class SimulatedDirector(protocol.Protocol):
         self.encoder = StereoEncoder()
         self.mix = []
         self.refused = False
+        self.refusal = ""  # our daemon's reason (signal -4), to a header naming choir-director
         self.done = defer.Deferred()
         self.first_mix = defer.Deferred()
 
     def connectionMade(self):
         self.transport.setTcpNoDelay(True)
-        self.transport.write(self.conn.initiate(Header()))
+        self.transport.write(self.conn.initiate(self.header))
         self._pump()
 
     def _pump(self):
@@ -174,6 +176,8 @@ class SimulatedDirector(protocol.Protocol):
                     self.first_mix.callback(None)
             elif isinstance(event, SessionRefused):
                 self.refused = True
+            elif isinstance(event, Refused):
+                self.refused, self.refusal = True, event.reason
         if self.conn.done:
             self.transport.loseConnection()
         elif not self.conn.track_ended:

@@ -29,7 +29,7 @@ from choir_protocol.connections import SingerClientConnection
 from choir_protocol.constants import (FRAMES_PER_CHUNK, IDLE_TIMEOUT, KEEPALIVE_INTERVAL,
                                       SAMPLE_RATE, VOCAL_GROUPS)
 from choir_protocol.errors import ProtocolError
-from choir_protocol.events import KeepAlive, SessionEnded, SessionStarted, TrackAudio
+from choir_protocol.events import KeepAlive, Refused, SessionEnded, SessionStarted, TrackAudio
 from choir_protocol.header import Header
 
 from .cli import parse_options, plain_reason
@@ -452,6 +452,10 @@ class SingerClient:
                 self._track_ended()
             elif isinstance(event, KeepAlive):
                 pass
+            elif isinstance(event, Refused):  # e.g. the director's port: trying again is no use
+                self.display.note(f"The server refused this singer: {event.reason}.")
+                self.stop(EXIT_ERROR)
+                return
 
     # -- sessions (reactor side) ----------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Chunk framing: a 4-byte big-endian index (times 199), then a fixed-size payload."""
 import struct
 
-from .constants import INDEX_BYTES, INDEX_MULTIPLIER
+from .constants import INDEX_BYTES, INDEX_MULTIPLIER, Signal
 from .errors import ProtocolError
 
 _INDEX = struct.Struct(">i")
@@ -26,6 +26,16 @@ def decode_index(chunk, offset: int = 0) -> int:
 def signal_chunk(signal: int, size: int) -> bytes:
     """A signal chunk still has the full size; its payload is zeros."""
     return encode_index(signal) + bytes(size - INDEX_BYTES)
+
+
+def refusal_chunk(reason: str, size: int) -> bytes:
+    """Signal -4 with ``reason`` as its payload (cut on a character boundary to fit)."""
+    text = reason.encode("utf-8")[:size - INDEX_BYTES].decode("utf-8", "ignore").encode("utf-8")
+    return encode_index(Signal.REFUSED) + text.ljust(size - INDEX_BYTES, b"\0")
+
+
+def refusal_reason(chunk: bytes) -> str:
+    return chunk[INDEX_BYTES:].rstrip(b"\0").decode("utf-8", "replace")
 
 
 class ChunkReader:

@@ -6,12 +6,12 @@ caller owns the socket, the clock and the session logic.
 """
 import enum
 
-from .chunks import ChunkReader, encode_index, signal_chunk
+from .chunks import ChunkReader, encode_index, refusal_reason, signal_chunk
 from .constants import (HEADER_SIZE, MIX_CHUNK_SIZE, TRACK_CHUNK_SIZE, VOICE_CHUNK_SIZE,
                         Signal)
 from .errors import ProtocolError
-from .events import (Authenticated, CheckedIn, DroppedOut, KeepAlive, MixChunk, SessionEnded,
-                     SessionRefused, SessionStarted, StrayChunks, TrackAudio, TrackChunk,
+from .events import (Authenticated, CheckedIn, DroppedOut, KeepAlive, MixChunk, Refused,
+                     SessionEnded, SessionRefused, SessionStarted, StrayChunks, TrackAudio, TrackChunk,
                      TrackEnded, VoiceChunks)
 from .header import Header
 
@@ -196,6 +196,8 @@ class SingerClientConnection(_HeaderThenChunks):
         for index, chunk in self._reader.feed(data):
             if index == Signal.KEEPALIVE:
                 events.append(KeepAlive())
+            elif index == Signal.REFUSED:
+                events.append(Refused(refusal_reason(chunk)))
             elif index == 0 and self.state is not SingerClientState.SESSION:
                 self.state = SingerClientState.SESSION
                 self.next_index = 1
@@ -269,6 +271,9 @@ class DirectorClientConnection(_HeaderThenChunks):
             if index == Signal.ABORT:
                 self.refused = True
                 events.append(SessionRefused())
+            elif index == Signal.REFUSED:
+                self.refused = True
+                events.append(Refused(refusal_reason(chunk)))
             elif index == self.received:
                 self.received += 1
                 events.append(MixChunk(index, chunk[4:]))

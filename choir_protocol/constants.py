@@ -34,6 +34,9 @@ class Signal(enum.IntEnum):
     END = -1  # director: end of track; server to singer: end of session; singer: check-in
     ABORT = -2  # singer: drops out; server to director: session refused or aborted
     KEEPALIVE = -3
+    # Ours, not 1.1.3's: server to a client, "refused, and here is why" (UTF-8 text in the
+    # payload, zero-padded). Sent only to our own clients, which name themselves in the header.
+    REFUSED = -4
 
 
 CHECK_IN = Signal.END  # the singer's check-in shares the value of END

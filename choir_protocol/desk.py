@@ -13,11 +13,54 @@ MAX_MESSAGE = 0xFFFF
 MAX_DECOMPRESSED = 1 << 20
 
 
+class MessageTooLong(ValueError):
+    pass
+
+
 def encode_message(message) -> bytes:
     payload = gzip.compress(json.dumps(message).encode("utf-8"))
     if len(payload) > MAX_MESSAGE:
-        raise ValueError("desk message too long")
+        raise MessageTooLong(f"desk message of {len(payload)} bytes, past {MAX_MESSAGE}")
     return struct.pack(">H", len(payload)) + payload
+
+
+def encode_list_reply(entries: list) -> tuple[bytes, int]:
+    """The reply to "list" and how many singers it holds: all of them, or as many as fit
+    in one message (the 1.1.3 desk reads the list as one message, so it cannot be split)."""
+    try:
+        return encode_message(entries), len(entries)
+    except MessageTooLong:
+        pass
+    fits, too_many = 0, len(entries)  # binary search: gzip's size grows with the entries
+    while too_many - fits > 1:
+        middle = (fits + too_many) // 2
+        try:
+            encode_message(entries[:middle])
+            fits = middle
+        except MessageTooLong:
+            too_many = middle
+    return encode_message(entries[:fits]), fits
+
+
+class RequestBudget:
+    """A token bucket: ``rate`` requests a second on average, ``burst`` at once.
+
+    Time is an argument, so the rule is tested without a clock."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._at = None
+
+    def allow(self, now: float) -> bool:
+        if self._at is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 def _gunzip(payload: bytes) -> bytes:

@@ -84,3 +84,12 @@ class MixChunk:
 @attrs.frozen
 class SessionRefused:
     """-2 from the server: refused (another director, no singer) or aborted."""
+
+
+# server -> singer or director
+
+@attrs.frozen
+class Refused:
+    """-4 from our server: this connection is refused, for ``reason`` (e.g. the wrong port)."""
+
+    reason: str

@@ -58,7 +58,8 @@ def parse_networks(text: str) -> tuple:
     return tuple(networks)
 
 
-def is_trusted(peer: str | None, networks) -> bool:
+def in_networks(peer: str | None, networks) -> bool:
+    """Whether address ``peer`` is in one of ``networks`` (an IPv4-mapped IPv6 counts as IPv4)."""
     if not peer or not networks:
         return False
     try:
@@ -78,7 +79,7 @@ def request_base(*, public_url: str | None, secure: bool, host: str | None, peer
         parts = urlsplit(public_url)
         return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
     scheme = "https" if secure else "http"
-    if is_trusted(peer, trusted_proxies):
+    if in_networks(peer, trusted_proxies):
         # a proxy chain appends: the first value is what the client used
         proto = (forwarded_proto or "").split(",")[0].strip().lower()
         if proto in ("http", "https"):

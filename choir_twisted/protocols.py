@@ -5,16 +5,24 @@ from twisted.internet import protocol
 from twisted.logger import Logger
 
 from choir_protocol import desk
-from choir_protocol.connections import DirectorServerConnection, SingerServerConnection
+from choir_protocol.chunks import refusal_chunk
+from choir_protocol.connections import (REFUSED_TO_DIRECTOR, DirectorServerConnection,
+                                        SingerServerConnection)
 from choir_protocol.errors import ProtocolError
 from choir_protocol.events import (Authenticated, CheckedIn, DroppedOut, StrayChunks, TrackChunk,
                                    TrackEnded, VoiceChunks)
 from choir_protocol.header import Header
-from choir_protocol.constants import HEADER_SIZE
+from choir_protocol.constants import HEADER_SIZE, MIX_CHUNK_SIZE
+from choir_protocol.roles import CHUNK_SIZE_READ_BY, claimed_role, wrong_port_reason
 
 from .links import has_plain_socket, output_for
 
 HEADER_TIMEOUT = 10.0  # seconds for a peer to send its 512-byte header
+FIRST_TRACK_TIMEOUT = 10.0  # seconds after its header for a director to send track chunk 0
+DESK_IDLE_TIMEOUT = 120.0  # seconds a desk may stay connected without a request
+# (requests a second, burst): each list is built and gzipped on the reactor thread
+DESK_LIST_BUDGET = (5.0, 10.0)
+DESK_GAIN_BUDGET = (250.0, 500.0)  # a whole group's gains change at once
 SINGER_BACKLOG_LIMIT = 512 * 1024  # about 11 s of track held back for a singer not reading
 DIRECTOR_BACKLOG_LIMIT = 1024 * 1024  # about 12 s of mix held back for a director not reading
 RECV_BYTES = 65536
@@ -42,8 +50,9 @@ class _RehearsalProtocol(protocol.Protocol):
     log = Logger()
     role = "peer"
 
-    def __init__(self, room):
+    def __init__(self, room, other_port: int | None = None):
         self.room = room
+        self.other_port = other_port  # the other role's port, for a client that came to ours
         self.header: Header | None = None
         self.peer = ("?", 0)
         self.connected = False
@@ -63,11 +72,21 @@ class _RehearsalProtocol(protocol.Protocol):
         self._header_timer = None
         self.drop(f"no complete header within {HEADER_TIMEOUT:g} s")
 
-    def _authenticated(self, header: Header) -> None:
+    def _authenticated(self, header: Header) -> bool:
+        """Takes the header; False if it names the other role (the client is told and closed)."""
         self.header = header
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        reason = wrong_port_reason(header, self.role, self.other_port)
+        if reason is None:
+            return True
+        self.transport.write(refusal_chunk(reason, CHUNK_SIZE_READ_BY[claimed_role(header)]))
+        self.log.warn("Refusing {who} ({version}): {reason}", who=self.describe(),
+                      version=repr(header.client_version), reason=reason)
+        self._close_reason = reason
+        self.transport.loseConnection()  # after the refusal
+        return False
 
     def drop(self, reason: str) -> None:
         """Close the connection for ``reason`` (logged once)."""
@@ -91,8 +110,8 @@ class _RehearsalProtocol(protocol.Protocol):
 class SingerProtocol(_RehearsalProtocol):
     role = "singer"
 
-    def __init__(self, room):
-        super().__init__(room)
+    def __init__(self, room, other_port=None):
+        super().__init__(room, other_port)
         self.conn = SingerServerConnection()
         self.gain = 1.0
         self.output = None
@@ -157,7 +176,8 @@ class SingerProtocol(_RehearsalProtocol):
                 elif kind is StrayChunks:
                     room.singer_stray(self, event.count)
                 elif kind is Authenticated:
-                    self._authenticated(event.header)
+                    if not self._authenticated(event.header):
+                        return
                     if not room.singer_joined(self):
                         self.drop("the room is full")
                         return
@@ -176,12 +196,13 @@ class SingerProtocol(_RehearsalProtocol):
 class DirectorProtocol(_RehearsalProtocol):
     role = "director"
 
-    def __init__(self, room):
-        super().__init__(room)
+    def __init__(self, room, other_port=None):
+        super().__init__(room, other_port)
         self.conn = DirectorServerConnection()
         self.last_active = room.clock.seconds()
-        self.in_session = False
+        self.joined = False
         self.output = None
+        self._first_track_timer = None
 
     def connectionMade(self):
         super().connectionMade()
@@ -194,21 +215,48 @@ class DirectorProtocol(_RehearsalProtocol):
             for event in self.conn.receive_data(data):
                 kind = type(event)
                 if kind is TrackChunk:
+                    if event.index == 0:
+                        self._cancel_first_track_timer()
                     room.track_chunk(self, event.index, event.chunk)
                 elif kind is TrackEnded:
                     room.track_ended(self)
                 elif kind is Authenticated:
-                    self._authenticated(event.header)
+                    if not self._authenticated(event.header):
+                        return
                     # repr: a peer's words reach the log with control characters escaped
                     self.log.info("Director {who} ({version}) connected", who=self.describe(),
                                   version=repr(event.header.client_version)
                                   if event.header.client_version else "unknown version")
                     if not room.director_joined(self):
-                        self.transport.loseConnection()
                         return
-                    self.in_session = True
+                    self.joined = True
+                    self._first_track_timer = room.clock.callLater(FIRST_TRACK_TIMEOUT,
+                                                                   self._no_track)
+                if not self.connected:
+                    return
         except ProtocolError as e:
             self.drop(f"protocol error: {e}")
+
+    def _no_track(self):
+        self._first_track_timer = None
+        self.refuse(f"no track within {FIRST_TRACK_TIMEOUT:g} s of its header")
+
+    def _cancel_first_track_timer(self):
+        if self._first_track_timer is not None:
+            self._first_track_timer.cancel()
+            self._first_track_timer = None
+
+    def refuse(self, reason: str) -> None:
+        """End this director's session or refuse it: -2 (1.1.3's word for both), or -4 with
+        the reason to our own director client, which shows it. Then close."""
+        if self.connected:
+            self.log.warn("Director {who} refused: {reason}", who=self.describe(), reason=reason)
+            self._close_reason = f"refused: {reason}"
+            ours = self.header is not None and claimed_role(self.header) == "director"
+            self.transport.write(refusal_chunk(reason, MIX_CHUNK_SIZE) if ours
+                                 else REFUSED_TO_DIRECTOR)
+            self.transport.loseConnection()
+            self.connected = False  # nothing more is read from it
 
     def send_mix(self, first_index: int, pcm: bytes) -> None:
         self.output.write(self.conn.send_mix(first_index, pcm))
@@ -218,7 +266,8 @@ class DirectorProtocol(_RehearsalProtocol):
         self.last_active = self.room.clock.seconds()
 
     def ended(self, reason):
-        if self.in_session:
+        self._cancel_first_track_timer()
+        if self.joined:
             self.room.director_left(self, reason)
         self.log.info("Director {who} disconnected: {reason}", who=self.describe(), reason=reason)
 
@@ -228,10 +277,13 @@ class DeskProtocol(_RehearsalProtocol):
 
     role = "desk"
 
-    def __init__(self, room):
-        super().__init__(room)
+    def __init__(self, room, other_port=None):
+        super().__init__(room, other_port)
         self._header_buffer = b""
         self._reader = desk.MessageReader()
+        self._idle_timer = None
+        self._lists = desk.RequestBudget(*DESK_LIST_BUDGET)
+        self._gains = desk.RequestBudget(*DESK_GAIN_BUDGET)
 
     def dataReceived(self, data):
         try:
@@ -242,23 +294,54 @@ class DeskProtocol(_RehearsalProtocol):
                     return
                 self._authenticated(Header.parse(data[:HEADER_SIZE]))
                 self._header_buffer, data = b"", data[HEADER_SIZE:]
+                if not self.room.desk_allowed(self.peer[0]):
+                    self.refuse("the mixing desk is served only to the director's address")
+                    return
                 self.log.info("Desk {who} connected", who=self.describe())
+                self._idle_timer = self.room.clock.callLater(DESK_IDLE_TIMEOUT, self._idle)
             for message in self._reader.feed(data):
+                self._idle_timer.reset(DESK_IDLE_TIMEOUT)
                 self._handle(desk.parse_request(message), message)
+                if not self.connected:
+                    return
         except ProtocolError as e:
             self.drop(f"protocol error: {e}")
 
+    def refuse(self, reason: str) -> None:
+        """Ours, not 1.1.3's: {"error": reason} where a list would be, then close."""
+        self.transport.write(desk.encode_message({"error": reason}))
+        self.log.warn("Refusing {who}: {reason}", who=self.describe(), reason=reason)
+        self._close_reason = reason
+        self.transport.loseConnection()
+        self.connected = False
+
+    def _idle(self):
+        self._idle_timer = None
+        self.drop(f"no request for {DESK_IDLE_TIMEOUT:g} s")
+
     def _handle(self, request, message) -> None:
+        now = self.room.clock.seconds()
         if isinstance(request, desk.ListSingers):
-            self.transport.write(desk.encode_message(self.room.desk_list(bool(message.get("all")))))
+            if not self._lists.allow(now):
+                self.drop(f"more than {DESK_LIST_BUDGET[0]:g} list requests a second")
+                return
+            self.transport.write(self.room.desk_reply(bool(message.get("all"))))
+        elif not self._gains.allow(now):
+            self.drop(f"more than {DESK_GAIN_BUDGET[0]:g} gain changes a second")
         elif not self.room.set_gain(request.singer_id, request.gain):
             self.log.warn("Desk {who}: no singer at {id}", who=self.describe(), id=request.singer_id)
 
+    def ended(self, reason):
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
 
 class RoomFactory(protocol.Factory):
-    def __init__(self, room, protocol_class):
+    def __init__(self, room, protocol_class, other_port: int | None = None):
         self.room = room
         self.protocol_class = protocol_class
+        self.other_port = other_port
 
     def buildProtocol(self, addr):
-        return self.protocol_class(self.room)
+        return self.protocol_class(self.room, self.other_port)

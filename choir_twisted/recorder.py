@@ -43,14 +43,22 @@ class SessionRecorder:
 
     def __init__(self, directory: str, summary: dict):
         self.directory = directory
-        os.makedirs(directory, exist_ok=True)
         self.lost_bytes = 0
+        # why writing stopped (e.g. "No space left on device"), set once by either thread;
+        # the room reads it at its next sweep and ends the session
+        self.failed: str | None = None
         self._summary = dict(summary, tracks="recording")
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queued = 0  # bytes on the queue; changed under _lock
         self._lock = threading.Lock()
         self._done = threading.Event()
-        self._write_summary()
+        try:
+            os.makedirs(directory, exist_ok=True)
+            self._write_summary()
+        except OSError as e:
+            self._fail(e)
+            self._done.set()  # nothing more will be written
+            return
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"recorder {os.path.basename(directory)}")
         self._thread.start()
@@ -80,6 +88,8 @@ class SessionRecorder:
         return self._done.wait(timeout)
 
     def _put(self, item, size: int) -> None:
+        if self.failed is not None:
+            return
         with self._lock:
             if self._queued + size > QUEUE_BYTES:
                 self.lost_bytes += size
@@ -92,48 +102,77 @@ class SessionRecorder:
 
     # -- recorder thread ----------------------------------------------------------------
 
+    def _fail(self, error: OSError) -> None:
+        if self.failed is None:
+            self.failed = error.strerror or str(error)
+            self.log.error("Recording {dir} stopped: {why}", dir=self.directory, why=self.failed)
+
     def _run(self) -> None:
         journals: dict = {}  # row -> open journal file
         pending_voices: dict = {}  # row -> [raw chunks], written at the next flush
-        mix = soundfile.SoundFile(os.path.join(self.directory, "mix.flac"), "w", SAMPLE_RATE, 1,
-                                  "PCM_16", format="FLAC")
+        mix = None
         pending_mix: list = []
         last_flush = last_summary = time.monotonic()
         try:
+            try:
+                mix = soundfile.SoundFile(os.path.join(self.directory, "mix.flac"), "w",
+                                          SAMPLE_RATE, 1, "PCM_16", format="FLAC")
+            except (OSError, RuntimeError) as e:  # libsndfile's errors are RuntimeErrors
+                self._fail(e if isinstance(e, OSError) else OSError(None, str(e)))
             while (entry := self._queue.get()) is not _STOP:
                 (kind, *args), size = entry
                 with self._lock:
                     self._queued -= size
-                if kind == "voices":
-                    for row, raw in args[0]:
-                        pending_voices[row].append(raw)
-                elif kind == "mix":
-                    pending_mix.append(args[1])
-                elif kind == "singer":
-                    row, name = args
-                    journals[row] = open(os.path.join(self.directory, name + JOURNAL_SUFFIX), "wb")
-                    pending_voices[row] = []
-                elif kind == "summary":
+                if kind == "summary":
                     self._summary.update(args[0])
-                now = time.monotonic()
-                if now - last_flush > FLUSH_SECONDS:
-                    self._flush(pending_mix, mix, pending_voices, journals)
-                    pending_mix, last_flush = [], now
-                if now - last_summary > SUMMARY_SECONDS:
-                    self._write_summary()
-                    last_summary = now
-            self._flush(pending_mix, mix, pending_voices, journals)
-        except Exception:
+                if self.failed is not None:
+                    continue  # drain the queue: the room ends the session
+                try:
+                    if kind == "voices":
+                        for row, raw in args[0]:
+                            pending_voices[row].append(raw)
+                    elif kind == "mix":
+                        pending_mix.append(args[1])
+                    elif kind == "singer":
+                        row, name = args
+                        journals[row] = open(os.path.join(self.directory, name + JOURNAL_SUFFIX),
+                                             "wb")
+                        pending_voices[row] = []
+                    now = time.monotonic()
+                    if now - last_flush > FLUSH_SECONDS:
+                        self._flush(pending_mix, mix, pending_voices, journals)
+                        pending_mix, last_flush = [], now
+                    if now - last_summary > SUMMARY_SECONDS:
+                        self._write_summary()
+                        last_summary = now
+                except (OSError, RuntimeError) as e:  # a full or failing disk
+                    self._fail(e if isinstance(e, OSError) else OSError(None, str(e)))
+            if self.failed is None:
+                self._flush(pending_mix, mix, pending_voices, journals)
+        except Exception as e:
             self.log.failure("Recorder of {dir} failed", dir=self.directory)
+            self.failed = self.failed or f"recorder error: {e}"
         finally:
-            mix.close()
-            for journal in journals.values():
-                journal.close()
-            self._summary["recording_lost_bytes"] = self.lost_bytes
-            self._summary["tracks"] = "converting"
-            self._write_summary()
-            self._finish_tracks()
+            self._close_all(mix, journals)
             self._done.set()
+
+    def _close_all(self, mix, journals: dict) -> None:
+        """Every file closed and session.json written, as far as the disk allows: never raises,
+        so ``wait`` always returns (a stop would otherwise hang on a full disk)."""
+        for file in ([mix] if mix is not None else []) + list(journals.values()):
+            try:
+                file.close()
+            except (OSError, RuntimeError) as e:
+                self._fail(e if isinstance(e, OSError) else OSError(None, str(e)))
+        self._summary["recording_lost_bytes"] = self.lost_bytes
+        if self.failed is not None:
+            self._summary["recording_failed"] = self.failed
+        self._summary["tracks"] = "converting"
+        try:
+            self._write_summary()
+        except OSError as e:
+            self._fail(e)
+        self._finish_tracks()
 
     @staticmethod
     def _flush(pending_mix: list, mix, pending_voices: dict, journals: dict) -> None:
@@ -147,6 +186,13 @@ class SessionRecorder:
                 runs.clear()
 
     def _finish_tracks(self) -> None:
+        if self.failed is not None:
+            # the disk is full or failing: the journals stay, and the daemon's next start
+            # converts them (recovery), with the space freed by then
+            self._summary["tracks"] = "pending"
+            self._summary["files"] = ["mix.flac"]
+            self._write_summary_anyhow()
+            return
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONVERSION_NICENESS)
         except (AttributeError, OSError):
@@ -154,14 +200,41 @@ class SessionRecorder:
         try:
             names = convert_journals(self.directory, self._summary.get("mix_chunks", 0))
             self._summary["tracks"] = "ready"
+        except (OSError, RuntimeError) as e:  # the disk filled up while converting
+            self.log.error("Converting the tracks of {dir} stopped: {why}", dir=self.directory,
+                           why=getattr(e, "strerror", None) or e)
+            names, self._summary["tracks"] = [], "pending"
         except Exception:
             self.log.failure("Converting the tracks of {dir} failed", dir=self.directory)
             names, self._summary["tracks"] = [], "failed"
         self._summary["files"] = ["mix.flac"] + names
-        self._write_summary()
+        self._write_summary_anyhow()
+
+    def _write_summary_anyhow(self) -> None:
+        """The last word on the session, even on a full disk: if no new file can be made
+        for the atomic replace, session.json is overwritten in place (its blocks exist)."""
+        try:
+            self._write_summary()
+            return
+        except OSError:
+            pass
+        try:
+            with open(os.path.join(self.directory, "session.json"), "r+") as f:
+                json.dump(self._summary, f, separators=(",", ":"))
+                f.truncate()
+        except OSError as e:
+            self.log.error("Cannot write {dir}/session.json: {why}", dir=self.directory,
+                           why=e.strerror)
 
     def _write_summary(self) -> None:
         path = os.path.join(self.directory, "session.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(self._summary, f, indent=2)
+        try:
+            with open(path + ".tmp", "w") as f:
+                json.dump(self._summary, f, indent=2)
+        except OSError:
+            try:  # the last good session.json stays; no half-written .tmp beside it
+                os.unlink(path + ".tmp")
+            except OSError:
+                pass
+            raise
         os.replace(path + ".tmp", path)

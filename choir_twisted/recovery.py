@@ -53,8 +53,11 @@ def recover_session(directory: str) -> dict:
     with open(os.path.join(directory, "session.json")) as f:
         summary = json.load(f)
     mix = os.path.join(directory, "mix.flac")
-    if summary.get("state") == "recording":
-        summary["state"] = "interrupted"
+    # a daemon killed mid-session, or a recording stopped by a full disk: the mix's
+    # header may be short of what was written
+    if summary.get("state") == "recording" or summary.get("recording_failed"):
+        if summary.get("state") == "recording":
+            summary["state"] = "interrupted"
         if os.path.exists(mix) and os.path.getsize(mix) > 0:
             summary["mix_chunks"] = rewrite_flac(mix) // FRAMES_PER_CHUNK
         else:  # nothing was ever flushed

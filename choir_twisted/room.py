@@ -7,6 +7,7 @@ tick, forwards the director's chunks to the singers as one write each. Batching
 costs up to a tick or two of mix latency and saves most of the per-chunk event-loop
 overhead; the protocol tolerates the latency (the director runs seconds ahead).
 """
+import collections
 import datetime
 import itertools
 import os
@@ -16,16 +17,19 @@ import numpy as np
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from choir_protocol import desk
 from choir_protocol.adpcm import StereoDecoder
-from choir_protocol.connections import (END_TO_SINGER, KEEPALIVE_TO_SINGER, REFUSED_TO_DIRECTOR,
-                                        SingerState)
+from choir_protocol.connections import END_TO_SINGER, KEEPALIVE_TO_SINGER, SingerState
 from choir_protocol.constants import (CHECK_IN_TIMEOUT, CHUNKS_PER_SECOND, DIRECTOR_LEAD_CHUNKS,
                                       FRAMES_PER_CHUNK, IDLE_TIMEOUT, KEEPALIVE_INTERVAL,
                                       MIX_WINDOW_CHUNKS, SAMPLE_RATE)
 from choir_protocol.mixer import Mixer, MixState, VoiceState
+from choir_protocol.urls import in_networks, parse_networks
 
 TICK = 0.04
 SWEEP_EVERY = 25  # ticks between keep-alive / idle sweeps (1 s)
+DESK_LIST_MAX_AGE = 0.5  # seconds a desk's list may lag behind the room
+LOOPBACK = parse_networks("127.0.0.0/8,::1")
 # The track goes out to the singers every other tick: they buffer a second of it and
 # the director runs seconds ahead, so only the syscalls count. Its end goes at once.
 FORWARD_EVERY = 2
@@ -53,11 +57,17 @@ class Room:
     log = Logger()
 
     def __init__(self, clock, *, data_dir: str | None, max_singers: int = 1000,
-                 monitor_level: float = 0.0, tick: float = TICK, window: int = MIX_WINDOW_CHUNKS,
-                 recorder_factory=None):
+                 max_singers_per_address: int = 0, monitor_level: float = 0.0,
+                 tick: float = TICK, window: int = MIX_WINDOW_CHUNKS, recorder_factory=None,
+                 desk_networks=LOOPBACK):
         self.clock = clock
         self.data_dir = data_dir
         self.max_singers = max_singers
+        self.max_singers_per_address = max_singers_per_address  # 0: no limit
+        self._singers_at: collections.Counter = collections.Counter()  # host -> singers
+        self.directors: dict = {}  # DirectorProtocol -> None: connected, with or without a session
+        self._desk_replies: dict = {}  # everyone? -> (when, encoded list)
+        self.desk_networks = desk_networks  # always served the desk
         self.monitor_level = monitor_level
         self.window = window
         self.singers: dict = {}  # SingerProtocol -> None, in joining order
@@ -96,7 +106,15 @@ class Room:
             self.log.warn("Room full ({max} singers): refusing {who}", max=self.max_singers,
                           who=singer.describe())
             return False
+        host = singer.peer[0]
+        if self.max_singers_per_address and self._singers_at[host] >= self.max_singers_per_address:
+            # one machine must not fill the room (e.g. scripted singers that never sing)
+            self.log.warn("{max} singers already from {host}: refusing {who}",
+                          max=self.max_singers_per_address, host=host, who=singer.describe())
+            return False
+        self._singers_at[host] += 1
         self.singers[singer] = None
+        self._desk_replies.clear()
         self.log.info("Singer {who} joined ({n} connected)", who=singer.describe(), n=len(self.singers))
         return True
 
@@ -104,6 +122,10 @@ class Room:
         if singer not in self.singers:
             return
         del self.singers[singer]
+        self._desk_replies.clear()
+        self._singers_at[singer.peer[0]] -= 1
+        if not self._singers_at[singer.peer[0]]:
+            del self._singers_at[singer.peer[0]]
         session = self.session
         if session is not None and singer in session.members:
             session.mixer.leave(session.members.pop(singer), reason)
@@ -122,6 +144,7 @@ class Room:
         voice = self.voice_of(singer)
         if voice is None:
             return
+        self._desk_replies.clear()
         if self.session.mixer.check_in(voice):
             self.log.info("Singer {who} checked in", who=singer.describe())
             if self.session.recorder is not None:
@@ -139,6 +162,7 @@ class Room:
     def singer_dropped_out(self, singer) -> None:
         voice = self.voice_of(singer)
         if voice is not None:
+            self._desk_replies.clear()
             self.session.mixer.leave(voice, "dropped out (-2)")
             self.log.warn("Singer {who} dropped out of the session at chunk {i}", who=singer.describe(),
                           i=voice.next_index)
@@ -148,6 +172,7 @@ class Room:
             self.session.stray_chunks += count
 
     def set_gain(self, peer: tuple, gain: float) -> bool:
+        self._desk_replies.clear()
         for singer in self.singers:
             if singer.peer == peer:
                 singer.gain = gain
@@ -156,6 +181,21 @@ class Room:
                     self.session.mixer.set_gain(voice, gain)
                 return True
         return False
+
+    def desk_reply(self, everyone: bool = False) -> bytes:
+        """The encoded reply to a desk's "list": built at most once per DESK_LIST_MAX_AGE
+        whatever the number of desks (a change of gain shows at once)."""
+        now = self.clock.seconds()
+        cached = self._desk_replies.get(everyone)
+        if cached is not None and now - cached[0] < DESK_LIST_MAX_AGE:
+            return cached[1]
+        entries = self.desk_list(everyone)
+        reply, shown = desk.encode_list_reply(entries)
+        if shown < len(entries):
+            self.log.warn("The desk's list shows {shown} of {n} singers: one message holds no "
+                          "more", shown=shown, n=len(entries))
+        self._desk_replies[everyone] = (now, reply)
+        return reply
 
     def desk_list(self, everyone: bool = False) -> list:
         session = self.session or self.last_session
@@ -170,17 +210,32 @@ class Room:
     # -- director -----------------------------------------------------------------------
 
     def director_joined(self, director) -> bool:
-        """An authenticated director; False (and -2 sent) if it cannot start a session."""
+        """An authenticated director; False (and -2 sent) if it cannot start a session now.
+
+        The seat is taken by the first track chunk, not by the header: a client that sends
+        a header and nothing more holds nothing (and its protocol closes it soon)."""
+        reason = self._why_no_session()
+        if reason:
+            director.refuse(reason)
+            return False
+        self.directors[director] = None
+        return True
+
+    def _why_no_session(self) -> str:
         if self.session is not None:
-            reason = "another director's session is running"
-        elif not self.singers:
-            reason = "no singer is connected"
-        else:
-            self._open_session(director)
-            return True
-        self.log.warn("Director {who} refused: {reason}", who=director.describe(), reason=reason)
-        director.transport.write(REFUSED_TO_DIRECTOR)
-        return False
+            return "another director's session is running"
+        if not self.singers:
+            return "no singer is connected"
+        return ""
+
+    def desk_allowed(self, host: str) -> bool:
+        """Until rooms have keys, the desk (singers' addresses, anyone's gain) is served to
+        the address of a connected director or of the last session's, and to
+        ``desk_networks`` (by default this machine)."""
+        last = self.last_session
+        return (any(d.peer[0] == host for d in self.directors)
+                or (last is not None and last.director.peer[0] == host)
+                or in_networks(host, self.desk_networks))
 
     def _open_session(self, director) -> None:
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -194,10 +249,16 @@ class Room:
 
     def track_chunk(self, director, index: int, chunk: bytes) -> None:
         session = self.session
-        if session is None or session.director is not director:
-            return
-        if index == 0:
+        if index == 0 and (session is None or session.director is not director):
+            reason = self._why_no_session()
+            if reason:
+                director.refuse(reason)
+                return
+            self._open_session(director)
+            session = self.session
             self._invite_all(session)
+        elif session is None or session.director is not director:
+            return
         monitor = None
         if session.monitor_decoder is not None:
             left, right = session.monitor_decoder.decode(memoryview(chunk)[4:])
@@ -219,6 +280,7 @@ class Room:
         self._forward(session)  # singers need it at once to send their last chunks
 
     def director_left(self, director, reason: str) -> None:
+        self.directors.pop(director, None)
         session = self.session
         if session is not None and session.director is director:
             self._finish(f"director left: {reason}")
@@ -305,13 +367,21 @@ class Room:
             if now - director.last_active > IDLE_TIMEOUT:  # e.g. checked-in singers send nothing
                 self._finish(f"stalled: nothing exchanged with the director for {IDLE_TIMEOUT:g} s",
                              refuse=True)
+            elif session.recorder is not None and session.recorder.failed is not None:
+                # what was written is kept; a session nobody records must not go on unnoticed
+                self._finish("incomplete", refuse=True,
+                             told=f"the recording stopped ({session.recorder.failed}): the "
+                                  f"session is ended, what was recorded is kept")
             elif session.recorder is not None:
                 session.recorder.update(self._summary(session))
 
     # -- end of a session ---------------------------------------------------------------
 
-    def _finish(self, reason: str, refuse: bool = False) -> None:
+    def _finish(self, reason: str, refuse: bool = False, told: str = "") -> None:
+        """End the session for ``reason``; ``refuse``: with -2 (or ``told``, or ``reason``,
+        to our director client)."""
         session = self.session
+        self._desk_replies.clear()
         self.session = None
         self.last_session = session
         session.ended = reason
@@ -321,8 +391,7 @@ class Room:
         if director.connected:
             director.transport.resumeProducing()
             if refuse:
-                director.transport.write(REFUSED_TO_DIRECTOR)
-                director.transport.loseConnection()
+                director.refuse(told or reason)
         if session.mixer.end_index is None:  # the singers still expect the end of the track
             session.pending_track.append(END_TO_SINGER)
         self._forward(session)

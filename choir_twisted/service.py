@@ -1,5 +1,6 @@
 """``twistd choir``: options and the service tree."""
 import os
+import re
 from urllib.parse import urlsplit
 
 import attrs
@@ -33,6 +34,11 @@ class Options(usage.Options):
         ["monitor-level", "m", 0.0, "Level of the backing track in the mix returned to the "
                                     "director (0 to 1; 0: singers only).", float],
         ["max-singers", None, 1000, "Singers beyond this many are refused at connection.", int],
+        ["desk-from", None, "127.0.0.0/8,::1", "Addresses or networks always served the mixing "
+                                               "desk; others get it only from the address of a "
+                                               "connected director or the last session's."],
+        ["max-singers-per-address", None, 50, "Singers beyond this many from one IP address "
+                                              "are refused (0: no limit).", int],
         ["mix-window", None, MIX_WINDOW_CHUNKS, "Chunks (11.6 ms each) the fastest singer may "
                                                 "run ahead of a late one before the late one is "
                                                 "left out of the mix.", int],
@@ -67,6 +73,8 @@ class Options(usage.Options):
             raise usage.UsageError("--monitor-level must be between 0 and 1")
         if self["max-singers"] < 1:
             raise usage.UsageError("--max-singers must be at least 1")
+        if self["max-singers-per-address"] < 0:
+            raise usage.UsageError("--max-singers-per-address must be 0 (no limit) or more")
         if self["mix-window"] < 1:
             raise usage.UsageError("--mix-window must be at least 1 chunk")
         if not 0.001 <= self["tick"] <= 0.5:
@@ -97,12 +105,24 @@ class Options(usage.Options):
             except OSError as e:
                 raise usage.UsageError(f"$CHOIR_WEBHOOK_SECRET_FILE: {e.strerror}: {secret_file}")
         try:
+            self["desk-from"] = parse_networks(self["desk-from"])
+        except ValueError as e:
+            raise usage.UsageError(f"--desk-from: {e}")
+        try:
             self["trusted-proxy"] = parse_networks(self["trusted-proxy"])
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxy: {e}")
 
 
-STOP_WAIT_SECONDS = 60
+# Below the unit's TimeoutStopSec (20 s): a stop is never killed halfway. Tracks whose
+# conversion this cuts short are converted by the recovery at the next start.
+STOP_WAIT_SECONDS = 15
+
+
+def tcp_port(endpoint: str) -> int | None:
+    """The port of a ``tcp:PORT...`` endpoint string, to tell a client where to go."""
+    match = re.match(r"tcp6?:(?:port=)?(\d+)(?::|$)", endpoint)
+    return int(match.group(1)) if match and match.group(1) != "0" else None
 
 
 class RoomService(service.Service):
@@ -140,13 +160,17 @@ def makeService(options, clock=reactor) -> service.MultiService:
     if data_dir is not None:
         os.makedirs(os.path.join(data_dir, "sessions"), exist_ok=True)
     room = Room(clock, data_dir=data_dir, max_singers=options["max-singers"],
+                max_singers_per_address=options["max-singers-per-address"],
+                desk_networks=options["desk-from"],
                 monitor_level=options["monitor-level"], tick=options["tick"],
                 window=options["mix-window"])
     room_service = RoomService(room)
     room_service.setServiceParent(top)
     for option, protocol_class in (("singers", SingerProtocol), ("director", DirectorProtocol),
                                    ("desk", DeskProtocol)):
-        listener = strports.service(options[option], RoomFactory(room, protocol_class))
+        other = {"singers": "director", "director": "singers"}.get(option)
+        factory = RoomFactory(room, protocol_class, other and tcp_port(options[other]))
+        listener = strports.service(options[option], factory)
         listener.setName(option)
         listener.setServiceParent(top)
     if not options["no-runners"]:

@@ -162,13 +162,14 @@ class MemoryPeer:
 
     protocol_attr = ""  # the MemoryDaemon factory to use
 
-    def __init__(self, daemon: "MemoryDaemon", port: int, protocol_attr: str | None = None):
+    def __init__(self, daemon: "MemoryDaemon", port: int, protocol_attr: str | None = None,
+                 host: str = "10.0.0.1"):
         self.daemon = daemon
         factory = getattr(daemon, protocol_attr or self.protocol_attr)
         self.protocol = factory.buildProtocol(None)
-        self.transport = FakeTransport(daemon.clock, self.protocol, "10.0.0.1", port)
+        self.transport = FakeTransport(daemon.clock, self.protocol, host, port)
         self.protocol.makeConnection(self.transport)
-        self.address = ["10.0.0.1", port]
+        self.address = [host, port]
 
     @property
     def closed(self) -> bool:
@@ -198,8 +199,8 @@ class MemorySinger(MemoryPeer):
     protocol_attr = "singer_factory"
 
     def __init__(self, daemon, port, name, group="Alto", *, voice=None, auto_check_in=True,
-                 auto_sing=True):
-        super().__init__(daemon, port)
+                 auto_sing=True, host="10.0.0.1"):
+        super().__init__(daemon, port, host=host)
         self.name = name
         self.voice = voice if voice is not None else np.zeros(0, "<i2")
         self.auto_check_in = auto_check_in
@@ -269,8 +270,8 @@ class MemoryDirector(MemoryPeer):
 
     protocol_attr = "director_factory"
 
-    def __init__(self, daemon, port, header_and=b""):
-        super().__init__(daemon, port)
+    def __init__(self, daemon, port, header_and=b"", host="10.0.0.1"):
+        super().__init__(daemon, port, host=host)
         self.client = DirectorClientConnection()
         self._raw = ChunkReader(MIX_CHUNK_SIZE)
         self.received: list = []  # (index, size, payload) of every chunk from the daemon
@@ -306,8 +307,8 @@ class MemoryDesk(MemoryPeer):
 
     protocol_attr = "desk_factory"
 
-    def __init__(self, daemon, port):
-        super().__init__(daemon, port)
+    def __init__(self, daemon, port, host="10.0.0.1"):
+        super().__init__(daemon, port, host=host)
         self._reader = desk.MessageReader()
         self.replies: list = []
         self.send(Header("", "No group", "choir-test").to_bytes())
@@ -357,13 +358,13 @@ class MemoryDaemon:
     def director(self, **options) -> MemoryDirector:
         return self._add(MemoryDirector(self, next(self._ports), **options))
 
-    def desk(self) -> MemoryDesk:
-        return self._add(MemoryDesk(self, next(self._ports)))
+    def desk(self, **options) -> MemoryDesk:
+        return self._add(MemoryDesk(self, next(self._ports), **options))
 
-    def raw_peer(self, role: str) -> MemoryPeer:
+    def raw_peer(self, role: str, host: str = "10.0.0.1") -> MemoryPeer:
         """A bare connection to the ``role`` listener ("singers", "director", "desk")."""
         attr = {"singers": "singer_factory", "director": "director_factory", "desk": "desk_factory"}[role]
-        return self._add(MemoryPeer(self, next(self._ports), attr))
+        return self._add(MemoryPeer(self, next(self._ports), attr, host=host))
 
     @property
     def now(self) -> float:

@@ -80,9 +80,9 @@ def wait_for_port(port: int, process: subprocess.Popen, deadline: float = 20.0) 
 class TwistdDaemon:
     """``twistd -n choir`` as a real process on free loopback ports."""
 
-    def __init__(self, data_dir: str, log_file: str, *extra: str, env=None):
+    def __init__(self, data_dir: str, log_file: str, *extra: str, env=None, prefix=()):
         """``extra``: more ``twistd choir`` options; ``env``: the process's environment
-        [default: this one's]."""
+        [default: this one's]; ``prefix``: a command that runs twistd (e.g. in a namespace)."""
         self.ports = {role: free_port() for role in ("singers", "director", "desk", "http")}
         args = [os.path.join(VENV_BIN, "twistd"), "-n", "--pidfile=", "-l", log_file, "choir",
                 "-d", data_dir]
@@ -90,7 +90,7 @@ class TwistdDaemon:
             args.append(f"--{role}=tcp:{port}:interface=127.0.0.1")
         self.log_file = log_file
         with open(log_file + ".out", "ab") as out:  # a file: a pipe nobody reads can fill up
-            self.process = subprocess.Popen(args + list(extra), stdout=out,
+            self.process = subprocess.Popen([*prefix, *args, *extra], stdout=out,
                                             stderr=subprocess.STDOUT, env=env)
         for port in self.ports.values():
             wait_for_port(port, self.process)

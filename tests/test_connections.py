@@ -429,7 +429,7 @@ def test_director_server_anything_after_end_in_the_same_read_raises():
     [track(0), track(1), track(5)],
     [sig(-2, TRACK_CHUNK_SIZE)],
     [track(0), sig(-3, TRACK_CHUNK_SIZE)],
-    [sig(-4, TRACK_CHUNK_SIZE)],
+    [sig(-5, TRACK_CHUNK_SIZE)],
 ])
 def test_director_server_out_of_order_raises(stream):
     director = streaming_director()
@@ -531,7 +531,7 @@ def test_singer_client_reads_no_header_from_the_server():
 
 
 @pytest.mark.parametrize("bad", [track(2), track(1) + track(1), track(0) + track(3), sig(-2, TRACK_CHUNK_SIZE),
-                                 sig(-4, TRACK_CHUNK_SIZE)])
+                                 sig(-5, TRACK_CHUNK_SIZE)])
 def test_singer_client_out_of_order_in_session_raises(bad):
     singer = SingerClientConnection()
     singer.receive_data(track(0))

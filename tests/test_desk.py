@@ -4,6 +4,7 @@ import gzip
 import json
 import math
 import os
+import random
 import struct
 import tracemalloc
 import zlib
@@ -326,3 +327,29 @@ def test_parse_request_never_fails_otherwise(message):
     except ProtocolError:
         return
     assert isinstance(request, (ListSingers, AdjustGain))
+
+
+# -- the list reply and the request budget ---------------------------------------------------
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 900), st.integers(0, 2**32))
+def test_list_reply_holds_every_singer_that_fits(count, seed):
+    rng = random.Random(seed)
+    entries = [{"id": [f"10.0.{i // 250}.{i % 250}", 40000 + i],
+                "name": "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(70)),
+                "group": "Alto", "gain": 1.0} for i in range(count)]
+    reply, shown = desk.encode_list_reply(entries)
+    assert len(reply) - 2 <= desk.MAX_MESSAGE
+    assert decode_payload(reply[2:]) == entries[:shown]
+    if shown < count:  # one more would not have fitted
+        with pytest.raises(desk.MessageTooLong):
+            encode_message(entries[:shown + 1])
+
+
+def test_request_budget_allows_a_burst_then_the_rate():
+    budget = desk.RequestBudget(rate=4, burst=10)
+    assert all(budget.allow(0.0) for _ in range(10))
+    assert not budget.allow(0.0)
+    assert budget.allow(0.25) and not budget.allow(0.25)  # one token per 1/4 s
+    assert sum(budget.allow(0.25 + t / 64) for t in range(1, 65)) == 4  # 4 in the next second
+    assert sum(budget.allow(100.0) for _ in range(20)) == 10  # never more than the burst
