@@ -23,6 +23,8 @@ class InProcessDaemon:
                                      ("desk", DeskProtocol)):
             self.ports[role] = reactor.listenTCP(0, RoomFactory(self.room, protocol_class),
                                                  interface="127.0.0.1")
+        for role, other in (("singers", "director"), ("director", "singers")):  # as makeService
+            self.ports[role].factory.other_port = self.port(other)
         self.room.start()
 
     def port(self, role: str) -> int:

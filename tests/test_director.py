@@ -88,6 +88,16 @@ class SessionTest(DaemonTestCase):
         self.assertIn("The server refused the session: no singer is connected.", result.stdout)
         self.assertFalse(os.path.exists(self.path("mix.wav")))
 
+    async def test_at_the_singer_port_says_where_to_go(self):
+        """Pointed at the singer port, choir-director is told where directors go."""
+        code, printed, _ = await run_director(
+            "--server", "127.0.0.1", "--port", str(self.daemon.port("singers")), "--desk-port",
+            str(self.daemon.port("desk")), "--input", "b.wav", "--mute", track=broadband_track(0.5))
+        self.assertEqual(code, 1)
+        self.assertIn(f"The server refused the session: this is the singer port; directors use "
+                      f"port {self.daemon.port('director')}.", printed)
+        self.assertFalse(self.daemon.room.singers)
+
     async def test_no_server(self):
         code, printed, _ = await run_director("--server", "127.0.0.1", "--port", "1", "--desk-port",
                                               "2", "--input", "b.wav", "--mute",

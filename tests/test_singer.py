@@ -406,6 +406,19 @@ class SingerClientTest(unittest.TestCase):
         self.assertEqual((client.connections, len(daemon.room.singers)), (1, 1))  # still connected
         self.assertIn("Dropped out of session 1", client.out.getvalue())
 
+    async def test_at_the_director_port_says_where_to_go_and_exits(self):
+        """choir-singer pointed at the director port: the daemon says where singers go
+        (signal -4), the singer prints it and exits with status 1, without retrying."""
+        self.calibrate(700)
+        daemon = InProcessDaemon(self.data_dir)
+        self.addCleanup(lambda: defer.ensureDeferred(daemon.stop()))
+        client, done = await self.start_singer(daemon.port("director"), EchoDevice(700))
+        self.assertEqual(await done, 1)
+        self.assertIn(f"The server refused this singer: this is the director port; singers use "
+                      f"port {daemon.port('singers')}.", client.out.getvalue())
+        self.assertEqual((client.connections, client.retry_delays), (1, []))
+        self.assertFalse(daemon.room.directors or daemon.room.session)
+
     async def test_reconnects_with_backoff_after_a_daemon_restart(self):
         """The singer listener goes away (its connections dropped) and comes back on the
         same port: the singer retries with growing waits, reconnects and sings (at -6 dB,
