@@ -406,7 +406,8 @@ def start_daemon(server: str, n: int, ports: dict, workdir: str, record: bool):
         command = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "-l", log, "choir",
                    *(f"--{role}=tcp:{port}:interface=127.0.0.1" for role, port in ports.items()),
                    "-d", os.path.join(workdir, "data"), f"--max-singers={max(1000, n)}",
-                   "--no-runners"]
+                   "--max-singers-per-address=0", "--max-connections-per-address=0",
+                   "--no-runners"]  # every simulated singer comes from 127.0.0.1
         command += [] if record else ["--no-record"]
     else:  # logs at DEBUG to ./server.log whatever --log-level says (that is for the console)
         log = os.path.join(workdir, "server.log")

@@ -75,19 +75,21 @@ def _seed(data_dir, runners, jobs, base_url, conn):
     async def go():
         import attrs
         from choir_protocol import jobs as J
+        from choir_protocol.tokens import hash_token
         from choir_twisted.store import Runner, Store
         store = await Store.open(data_dir=data_dir)
         reg = await store.create_registration_token()
         now = time.time()
         made = [Runner(f"bench-{i:05d}", f"bench-runner-{i}", None, "1.0",
-                       f"ptrt-bench{i:05d}{os.urandom(8).hex()}", reg.token, "127.0.0.1",
+                       f"ptrt-bench{i:05d}{os.urandom(8).hex()}", reg.token_hash, "127.0.0.1",
                        None, now) for i in range(runners)]
 
         def insert(cur):  # register_runner's INSERT, in one transaction for speed
-            cur.executemany("INSERT INTO runners (id, name, description, version, token, "
-                            "registration_token, ip, last_contact, created_at) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [attrs.astuple(r) for r in made])
+            cur.executemany("INSERT INTO runners (id, name, description, version, "
+                            "token_hash, registration_token_hash, ip, last_contact, "
+                            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [attrs.astuple(attrs.evolve(r, token=hash_token(r.token)))
+                             for r in made])
         await store._interact(insert)
         source = os.path.join(data_dir, "source.mp4")
         with open(source, "wb") as f:
@@ -527,7 +529,8 @@ def start_daemon(workdir, data_dir, port):
                f"--http=tcp:{port}:interface=127.0.0.1", "-d", data_dir, "--no-record",
                f"--singers=tcp:{singers}:interface=127.0.0.1",
                f"--director=tcp:{director}:interface=127.0.0.1",
-               f"--desk=tcp:{desk}:interface=127.0.0.1"]
+               f"--desk=tcp:{desk}:interface=127.0.0.1",
+               "--max-connections-per-address=0"]  # every client comes from 127.0.0.1
     with open(os.path.join(workdir, "stderr.log"), "wb") as err:
         process = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL,
                                    stdout=err, stderr=subprocess.STDOUT)

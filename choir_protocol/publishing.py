@@ -224,10 +224,13 @@ def _shown_state(media, jobs) -> str:
         else state
 
 
-def describe_media(media, jobs, files, url_prefix: str = "") -> dict:
+def describe_media(media, jobs, files, url_prefix: str = "", file_link: str = "") -> dict:
     """The JSON of a media for the HTTP API and the webhook. ``url_prefix``: where
-    ``/api/v1/media`` lives (an absolute URL for a webhook, "" for relative links)."""
+    ``/api/v1/media`` lives (an absolute URL for a webhook, "" for relative links);
+    ``file_link``: a signed link's ``signed/{expires}/{sig}`` (``signed_links``), put before
+    ``files/`` in every file URL, so that whoever is given the URLs can fetch the files."""
     base = f"{url_prefix.rstrip('/')}/api/v1/media/{media.id}"
+    files_base = f"{base}/{file_link}/files" if file_link else f"{base}/files"
 
     def job_view(j):
         output = (j.payload.get("output") or {})
@@ -238,7 +241,7 @@ def describe_media(media, jobs, files, url_prefix: str = "") -> dict:
                 "parentUuid": j.parent_uuid}
 
     def file_view(f):
-        return {"name": f.name, "role": f.role, "size": f.size, "url": f"{base}/files/{f.name}"}
+        return {"name": f.name, "role": f.role, "size": f.size, "url": f"{files_base}/{f.name}"}
 
     outputs = [f for f in files if f.role == "output"]
     master = next((f for f in outputs if f.name == MASTER_PLAYLIST), None)

@@ -2,17 +2,21 @@
 
     POST /api/v1/media              upload (multipart: file, name?, webhook?)    API token
     GET  /api/v1/media              list every media                             API token
-    GET  /api/v1/media/{id}         one media: state, jobs, inputs, outputs, hlsUrl
-    GET  /api/v1/media/{id}/files/{name}   download a file (Range requests work)
+    GET  /api/v1/media/{id}         one media: state, jobs, inputs, outputs      API token
+    GET  /api/v1/media/{id}/files/{name}   download a file (Range requests work) API token
+    GET  /api/v1/media/{id}/signed/{expires}/{sig}/files/{name}   the same      signed link
     POST /api/v1/media/{id}/studio/edit    a studio edit (PeerTube's form: tasks[i][name],
                                            tasks[i][options][start|end|file]; or JSON
                                            {"tasks": [...]} without files)    API token
 
 API tokens (``choir-admin api-tokens create``), or an operator token (``choir-admin
-operator-tokens create``), travel as ``Authorization: Bearer``. A
-media's own pages need none: its id, a random uuid, is the capability (PeerTube's unlisted
-videos work the same way), so an HLS player can follow the playlists' relative links.
-Refusals are application/problem+json, as in the runner API.
+operator-tokens create``), travel as ``Authorization: Bearer``. A media's id opens nothing
+by itself: a recording's inputs are each singer's own track. The media's JSON, given to
+whoever holds a token (and to the webhook), has signed links instead (``media_links``):
+the signature is in the path, so an HLS player follows the playlists' relative links and
+stays signed. A link opens the files of one media until it expires (``LINK_TTL``, a week);
+a bad or expired one is a 403. Refusals are application/problem+json, as in the runner API;
+an upload's token is checked before its body is stored (``upload_gate``).
 """
 import functools
 import os
@@ -27,11 +31,14 @@ from twisted.web import static
 from choir_protocol import publishing as P
 from choir_protocol import studio as S
 from choir_protocol.jobs import JobError
+from choir_protocol.signed_links import LinkError
 
+from .media_links import MediaLinks
 from .runner_api import (PARTIAL_UPLOAD_PREFIX, MultipartError, _content_type, _is_multipart,
                          _json, _json_body, _problem, bad_request, bearer_token,
                          parse_multipart, too_large)
 from .studio import NotEditable, edit_media
+from .upload_gate import opens_media_api, unauthorized
 
 log = Logger()
 
@@ -42,9 +49,9 @@ MAX_NAME = 200
 MAX_RANGES = 4  # ranges per request served as asked; more and the whole file is sent once
 
 
-def unauthorized() -> JobError:
-    return JobError("unauthorized", 401, "a valid API token is required "
-                                         "(Authorization: Bearer TOKEN; choir-admin api-tokens create)")
+def bad_link(error: LinkError) -> JobError:
+    code = "link_expired" if error.reason == "expired" else "bad_link_signature"
+    return JobError(code, 403, error.detail)
 
 
 def unknown_media(media_id) -> JobError:
@@ -81,11 +88,13 @@ def _webhook(value):
 class MediaAPI:
     app = Klein()
 
-    def __init__(self, store, publisher, files_dir, max_upload_bytes):
+    def __init__(self, store, publisher, files_dir, max_upload_bytes, links=None):
         self.store = store
         self.publisher = publisher
         self.files_dir = files_dir
         self.max_upload_bytes = max_upload_bytes
+        # without the data directory's secret, links last as long as this process
+        self.links = links or MediaLinks(os.urandom(32))
 
     def resource(self):
         return self.app.resource()
@@ -97,20 +106,18 @@ class MediaAPI:
             raise unauthorized()
 
     async def _valid(self, token) -> bool:
-        """An API token, or an operator's (which opens everything an API token does)."""
-        if await self.store.api_token_valid(token):
-            return True
-        operator = await self.store.operator_by_token(token)
-        return operator is not None and not operator.revoked
+        return await opens_media_api(self.store, token)
 
     async def _describe(self, media):
+        """The media's JSON, its file URLs signed: only an authorized caller gets it."""
         return P.describe_media(media, await self.store.media_jobs(media.id),
-                                await self.store.media_files(media.id))
+                                await self.store.media_files(media.id),
+                                file_link=self.links.segment(media.id))
 
     @app.route(PREFIX, methods=["POST"])
     @_problems
     async def upload(self, request):
-        await self._authorize(request)  # before a byte of the body is looked at
+        await self._authorize(request)  # again: upload_gate checked it before the body
         if not _is_multipart(request):
             raise bad_request("upload with multipart/form-data: a 'file' part, "
                               "optional 'name' and 'webhook' fields")
@@ -164,6 +171,7 @@ class MediaAPI:
     @app.route(PREFIX + "/<string:media_id>", methods=["GET"])
     @_problems
     async def show(self, request, media_id):
+        await self._authorize(request)  # its JSON has signed links to every file
         media = await self.store.get_media(media_id)
         if media is None:
             raise unknown_media(media_id)
@@ -172,6 +180,20 @@ class MediaAPI:
     @app.route(PREFIX + "/<string:media_id>/files/<path:name>", methods=["GET", "HEAD"])
     @_problems
     async def download(self, request, media_id, name):
+        await self._authorize(request)
+        return await self._serve(request, media_id, name)
+
+    @app.route(PREFIX + "/<string:media_id>/signed/<string:expires>/<string:sig>/files/"
+                        "<path:name>", methods=["GET", "HEAD"])
+    @_problems
+    async def signed_download(self, request, media_id, expires, sig, name):
+        try:
+            self.links.check(media_id, expires, sig)
+        except LinkError as e:
+            raise bad_link(e)
+        return await self._serve(request, media_id, name)
+
+    async def _serve(self, request, media_id, name):
         files = [f for f in await self.store.media_files(media_id) if f.name == name]
         if not files or not os.path.isfile(files[-1].path):
             if await self.store.get_media(media_id) is None:

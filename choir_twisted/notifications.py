@@ -23,6 +23,7 @@ from choir_protocol.socketio import (Closed, NamespaceConnectRequested, Namespac
 NAMESPACE = "/runners"
 PING_INTERVAL = 25.0
 PING_TIMEOUT = 20.0
+AUTH_TIMEOUT = 10.0  # seconds for a new socket to join /runners with a valid runner token
 DEBOUNCE = 1.0  # available-jobs at most once a second
 MAX_MESSAGE = 64 * 1024  # a runner's socket.io frames are a few dozen bytes
 
@@ -33,7 +34,7 @@ class RunnerSocket(WebSocketServerProtocol):
     _log = Logger()
     # until onConnect accepts the handshake (a refused one closes without them)
     hub = runner = namespace = None
-    _ping_timer = _pong_deadline = None
+    _ping_timer = _pong_deadline = _auth_deadline = None
 
     def onConnect(self, request):
         problem = _query_problem(request.params)
@@ -51,6 +52,8 @@ class RunnerSocket(WebSocketServerProtocol):
     def onOpen(self):
         self._send(self.conn.open_frame())
         self._schedule_ping()
+        # a socket that answers pings but never authenticates would stay for ever
+        self._auth_deadline = self.hub.clock.callLater(self.hub.auth_timeout, self._no_auth)
 
     def onMessage(self, payload, isBinary):
         if isBinary:
@@ -83,6 +86,8 @@ class RunnerSocket(WebSocketServerProtocol):
             self._send(self.conn.refuse_namespace(event.namespace, "Unknown runner token"))
             return
         self.runner = runner
+        self._cancel(self._auth_deadline)
+        self._auth_deadline = None
         # A runner registered at https://host/prefix joins "/prefix/runners" (socket.io's
         # client takes the URL's path as the namespace): the notifications go there.
         self.namespace = event.namespace
@@ -125,6 +130,10 @@ class RunnerSocket(WebSocketServerProtocol):
         self._pong_deadline = self.hub.clock.callLater(self.hub.ping_timeout, self._no_pong)
         self._schedule_ping()
 
+    def _no_auth(self):
+        self._auth_deadline = None
+        self._fail(f"no valid runner token within {self.hub.auth_timeout:g} s")
+
     def _no_pong(self):
         self._pong_deadline = None
         self._fail(f"no pong within {self.hub.ping_timeout:g} s")
@@ -142,6 +151,7 @@ class RunnerSocket(WebSocketServerProtocol):
     def onClose(self, wasClean, code, reason):
         self._cancel(self._ping_timer)
         self._cancel(self._pong_deadline)
+        self._cancel(self._auth_deadline)
         if self.hub is not None:
             self.hub.remove(self)
 
@@ -184,10 +194,11 @@ class NotificationHub:
     log = Logger()
 
     def __init__(self, clock, authenticate, *, ping_interval=PING_INTERVAL,
-                 ping_timeout=PING_TIMEOUT, debounce=DEBOUNCE):
+                 ping_timeout=PING_TIMEOUT, debounce=DEBOUNCE, auth_timeout=AUTH_TIMEOUT):
         self.clock = clock
         self.authenticate = authenticate  # runner token -> runner (or None), may be a Deferred
         self.ping_interval, self.ping_timeout, self.debounce = ping_interval, ping_timeout, debounce
+        self.auth_timeout = auth_timeout
         self.sockets: set = set()
         self.factory = WebSocketServerFactory()
         self.factory.protocol = RunnerSocket

@@ -151,7 +151,7 @@ class Publisher:
     def __init__(self, store, hub, files_dir, reactor, *, sessions_dir=None,
                  settings=J.DEFAULT_SETTINGS, choir_name=DEFAULT_CHOIR_NAME, cover=None,
                  webhook=None, public_url=None, agent=None, retry_delays=WEBHOOK_RETRIES,
-                 webhook_secret=None):
+                 webhook_secret=None, links=None):
         self.store = store
         self.hub = hub
         self.files_dir = files_dir
@@ -163,6 +163,7 @@ class Publisher:
         self.webhook = webhook
         self.public_url = public_url or ""
         self.webhook_secret = webhook_secret
+        self.links = links  # media_links.MediaLinks: the webhook's file URLs are signed
         self.agent = agent or Agent(reactor, connectTimeout=WEBHOOK_TIMEOUT)
         self.retry_delays = tuple(retry_delays)
         self._seen = set()  # session ids published, or never to be
@@ -309,7 +310,9 @@ class Publisher:
         jobs = await self.store.media_jobs(media.id)
         files = await self.store.media_files(media.id)
         body = json.dumps({"event": "media.ended",
-                           "media": P.describe_media(media, jobs, files, self.public_url)}
+                           "media": P.describe_media(
+                               media, jobs, files, self.public_url,
+                               self.links.segment(media.id) if self.links else "")}
                           ).encode()
         error = None
         for delay in (0.0,) + self.retry_delays:

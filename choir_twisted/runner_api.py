@@ -26,28 +26,24 @@ Choices
   the extension from the uploaded file name), recorded as ``output`` media files when the
   job has a media, and listed with ``payload[inputLanguage]`` under
   ``private_payload["result"]``. An HLS playlist is rewritten to name the stored video file.
-* Multipart bodies are parsed by our own streaming parser (``parse_multipart``) from the
-  request's body file, in a thread, in two passes: the fields first (tokens are checked
-  before a byte is written), then the wanted files are copied out. Twisted's own in-memory
-  multipart parsing is switched off by the request class of ``site()``.
-* Body size limits: result uploads (``success``, ``update``) and media uploads up to
-  ``max_upload_bytes``, every other body 1 MiB. ``site()`` builds a ``Site`` whose requests
-  (``LimitedRequest``) check the body size as it arrives: a Content-Length above ``max_upload_bytes`` is refused in
-  ``gotLength`` before any byte is read (the body is then read and discarded, never stored),
-  and a chunked body is dropped as soon as it crosses the limit. The route answers 413
-  ``payload_too_large``. Under a plain ``Site`` (not ``site()``) the limit is still enforced
-  by the route (413), but Twisted will have spooled the body to an anonymous temp file.
-  We answer after the body is read rather than closing the connection mid-upload: a client
-  that is still sending would otherwise see a reset, not the 413.
+* Multipart bodies are parsed by our own streaming parser (``multipart.parse_multipart``)
+  from the request's body file, in a thread, in two passes: the fields first (the tokens
+  checked again before a file is written), then the wanted files are copied out. Twisted's own
+  in-memory multipart parsing is switched off by the request class of ``site()``.
+* Bodies, as they arrive (``upload_gate.LimitedRequest``, the request class of ``site()``):
+  result uploads (``success``, ``update``) and media uploads up to ``max_upload_bytes``,
+  every other body 1 MiB (413 ``payload_too_large``); an upload's tokens are checked before
+  its body is stored (the runner's from the form fields that come before its files, the
+  media API's from ``Authorization``), and at most ``MAX_UPLOADS_PER_TOKEN`` big bodies per
+  token are received at once (429). Under a plain ``Site`` the limit is still enforced by
+  the route (413), but Twisted will have spooled the whole body first.
 * A transition that loses a race (``StaleJob``: the job changed under us) is answered as
   the job not being processing (400 ``runner_job_not_in_processing_state``).
 """
 import functools
-import io
 import json
 import mimetypes
 import os
-import re
 import tempfile
 
 import attrs
@@ -64,16 +60,16 @@ from choir_protocol.text import is_text
 from choir_protocol.urls import absolute_payload, request_base
 from choir_twisted.store import StaleJob
 
+from .multipart import MultipartError, multipart_boundary, parse_multipart  # noqa: F401 (API)
+from .upload_gate import (DEFAULT_MAX_UPLOAD_BYTES, MAX_JSON_BYTES, LimitedRequest,  # noqa: F401
+                          UploadGate, bad_request, bearer_token, too_large)
+
 log = Logger()
 
 PREFIX = "/api/v1/runners"
-DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 ** 3  # 8 GiB
-MAX_JSON_BYTES = 1024 ** 2
-MAX_FIELD_BYTES = 64 * 1024
 MAX_PLAYLIST_BYTES = 4 * 1024 ** 2
 MAX_AVAILABLE_JOBS = 10
 PARTIAL_UPLOAD_PREFIX = ".upload-"  # a body being received; removed at start if left
-CHUNK = 64 * 1024
 
 # what a runner may name its result: anything else is stored under the default (a runner
 # must not choose .html and have it served as a page)
@@ -95,160 +91,8 @@ REQUIRED_FILES = {
 }
 
 
-def bad_request(detail: str) -> JobError:
-    return JobError("bad_request", 400, detail)
-
-
-def too_large(limit: int) -> JobError:
-    return JobError("payload_too_large", 413, f"request body larger than {limit} bytes")
-
-
 def file_not_found(what: str) -> JobError:
     return JobError("file_not_found", 404, f"no {what} file for this job")
-
-
-# -- the size-limited request ----------------------------------------------------------------
-
-_UPLOAD_PATH = re.compile(rb"/api/v1/runners/jobs/[^/]+/(?:success|update)|/api/v1/media/?"
-                          rb"|/api/v1/media/[^/]+/studio/edit")
-
-
-class LimitedRequest(server.Request):
-    """A request that never stores more than ``max_body`` bytes of body (see the module doc).
-
-    ``body_too_large`` tells the route to answer 413."""
-
-    max_body = DEFAULT_MAX_UPLOAD_BYTES
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        self._parsePOSTFormSubmission = False  # we parse multipart ourselves, streaming
-        self.body_too_large = False
-        self._received = 0
-
-    def gotLength(self, length):
-        # Only file uploads may be big; every other body is a small JSON (or form). The
-        # path is not parsed yet (twisted.web reads the body first): the channel has it.
-        path = (getattr(self.channel, "_path", b"") or b"").split(b"?")[0]
-        if not _UPLOAD_PATH.fullmatch(path):
-            self.max_body = min(self.max_body, MAX_JSON_BYTES)
-        if length is not None and length > self.max_body:
-            self.body_too_large = True
-            self.content = io.BytesIO()  # nothing will be written to it
-            return
-        super().gotLength(length)
-
-    def handleContentChunk(self, data):
-        if self.body_too_large:
-            return
-        self._received += len(data)
-        if self._received > self.max_body:  # a chunked body crossing the limit
-            self.body_too_large = True
-            self.content.close()
-            self.content = io.BytesIO()
-            return
-        super().handleContentChunk(data)
-
-
-# -- multipart/form-data, streaming ------------------------------------------------------------
-
-class MultipartError(ValueError):
-    pass
-
-
-_PARAM = re.compile(r';\s*([A-Za-z0-9_*-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))')
-
-
-def _params(header: str) -> dict:
-    return {m.group(1).lower(): (re.sub(r"\\(.)", r"\1", m.group(2)) if m.group(2) is not None
-                                 else m.group(3)) for m in _PARAM.finditer(header)}
-
-
-def multipart_boundary(content_type: str) -> bytes:
-    if not content_type.split(";")[0].strip().lower() == "multipart/form-data":
-        raise MultipartError("not multipart/form-data")
-    boundary = _params(content_type).get("boundary")
-    if not boundary or len(boundary) > 200:
-        raise MultipartError("multipart/form-data without a valid boundary")
-    return boundary.encode("latin-1")
-
-
-def parse_multipart(fp, content_type: str, open_file=lambda name, filename: None,
-                    max_field: int = MAX_FIELD_BYTES):
-    """Reads multipart/form-data from the file ``fp`` in CHUNK-sized pieces.
-
-    -> (fields {name: str}, files {name: filename}). ``open_file(name, filename)`` returns
-    a writable file for a file part's content, or None to skip it. Raises MultipartError."""
-    delim = b"\r\n--" + multipart_boundary(content_type)
-    fields, files = {}, {}
-    buf, eof = b"\r\n", False  # the leading CRLF makes the first delimiter like the others
-
-    def fill():
-        nonlocal buf, eof
-        data = fp.read(CHUNK)
-        if not data:
-            eof = True
-        buf += data
-
-    while True:  # the preamble
-        i = buf.find(delim)
-        if i >= 0:
-            buf = buf[i + len(delim):]
-            break
-        if eof:
-            raise MultipartError("no multipart boundary found in the body")
-        buf = buf[-len(delim):]
-        fill()
-    while True:
-        while len(buf) < 2 and not eof:
-            fill()
-        if buf.startswith(b"--"):
-            return fields, files
-        while b"\r\n\r\n" not in buf:
-            if eof or len(buf) > 16384:
-                raise MultipartError("malformed multipart part headers")
-            fill()
-        head, buf = buf.split(b"\r\n\r\n", 1)
-        name = filename = None
-        for line in head.split(b"\r\n")[1:]:
-            key, _, value = line.decode("utf-8", "replace").partition(":")
-            if key.strip().lower() == "content-disposition":
-                params = _params(value)
-                name, filename = params.get("name"), params.get("filename")
-        if name is None:
-            raise MultipartError("multipart part without a name")
-        sink = open_file(name, filename) if filename is not None else None
-        value = bytearray()
-        keep = len(delim) - 1
-
-        def emit(data):
-            if filename is not None:
-                if sink is not None:
-                    sink.write(data)
-            else:
-                value.extend(data)
-                if len(value) > max_field:
-                    raise MultipartError(f"field {name} is longer than {max_field} bytes")
-
-        while True:
-            i = buf.find(delim)
-            if i >= 0:
-                emit(buf[:i])
-                buf = buf[i + len(delim):]
-                break
-            if eof:
-                raise MultipartError("unterminated multipart body")
-            if len(buf) > keep:
-                emit(buf[:-keep])
-                buf = buf[-keep:]
-            fill()
-        if filename is None:
-            try:
-                fields[name] = value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise MultipartError(f"field {name} is not UTF-8")
-        else:
-            files[name] = filename
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -340,12 +184,6 @@ def _header(request, name: bytes) -> str | None:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
-def bearer_token(request) -> str | None:
-    """The token of an ``Authorization: Bearer TOKEN`` header, or None."""
-    scheme, _, token = (_header(request, b"authorization") or "").strip().partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
-
-
 def _ip(request):
     addr = request.getClientAddress()
     return getattr(addr, "host", None)
@@ -393,6 +231,7 @@ class RunnerAPI:
         self.max_upload_bytes = max_upload_bytes
         self.public_url = public_url
         self.trusted_proxies = tuple(trusted_proxies)
+        self.uploads = UploadGate(store, self._upload_runner)
 
     # -- the resource tree --
 
@@ -403,7 +242,8 @@ class RunnerAPI:
         return _Root(self.app.resource(), self.hub.resource(), media, admin)
 
     def request_factory(self):
-        return type("LimitedRequest", (LimitedRequest,), {"max_body": self.max_upload_bytes})
+        return type("LimitedRequest", (LimitedRequest,),
+                    {"max_body": self.max_upload_bytes, "gate": self.uploads})
 
     def site(self, media=None, admin=None, **kw) -> server.Site:
         return server.Site(self.resource(media, admin), requestFactory=self.request_factory(),
@@ -462,6 +302,14 @@ class RunnerAPI:
         job_token = _string(body, "jobToken")
         job = await self.store.get_job(uuid)
         return runner, J.check_job_token(job, job_token, runner.id, uuid)
+
+    async def _upload_runner(self, uuid, fields, ip) -> str:
+        """The gate's check of a result upload's leading fields: the route's own refusals."""
+        runner = await self.store.runner_by_token(_string(fields, "runnerToken"), ip=ip,
+                                                  now=self.now())
+        J.check_job_token(await self.store.get_job(uuid), _string(fields, "jobToken"),
+                          runner.id, uuid)
+        return runner.token
 
     async def _save(self, transition, previous=None):
         try:

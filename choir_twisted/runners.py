@@ -17,7 +17,9 @@ from twisted.python.failure import Failure
 from choir_protocol import jobs as J
 
 from .admin_api import AdminAPI
+from .limits import HTTP, LimitedFactory, bound_site
 from .media_api import MediaAPI
+from .media_links import MediaLinks
 from .notifications import NotificationHub
 from .publisher import Publisher
 from .runner_api import DEFAULT_MAX_UPLOAD_BYTES, PARTIAL_UPLOAD_PREFIX, RunnerAPI
@@ -51,8 +53,9 @@ class RunnerService(service.Service):
     def __init__(self, reactor, endpoint: str, data_dir: str, clock=time.time, *,
                  watchdog_interval=WATCHDOG_SECONDS, vod_stalled_after=J.VOD_STALLED_AFTER,
                  live_stalled_after=J.LIVE_STALLED_AFTER, publishing=None,
-                 max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES, trusted_proxies=()):
+                 max_upload_bytes=DEFAULT_MAX_UPLOAD_BYTES, trusted_proxies=(), limits=None):
         self.reactor = reactor
+        self.limits = limits  # limits.ConnectionLimits shared with the rehearsal ports, or None
         self.trusted_proxies = tuple(trusted_proxies)
         self.publishing = dict(publishing or {})  # Publisher's keyword arguments
         self.max_upload_bytes = max_upload_bytes
@@ -84,13 +87,17 @@ class RunnerService(service.Service):
                              public_url=self.publishing.get("public_url"),
                              trusted_proxies=self.trusted_proxies)
         self.publishing.setdefault("sessions_dir", os.path.join(self.data_dir, "sessions"))
+        links = MediaLinks.in_data_dir(self.data_dir, self.reactor.seconds)
         self.publisher = Publisher(self.store, self.hub, self.data_dir, self.reactor,
-                                   **self.publishing)
+                                   links=links, **self.publishing)
         self.media_api = MediaAPI(self.store, self.publisher, self.data_dir,
-                                  self.api.max_upload_bytes)
+                                  self.api.max_upload_bytes, links)
         self.admin_api = AdminAPI(self.store, self.hub, self.reactor, self.api.base_url)
-        listening = endpoints.serverFromString(self.reactor, self.endpoint).listen(
-            self.api.site(self.media_api.resource(), self.admin_api.resource()))
+        factory = bound_site(self.api.site(self.media_api.resource(), self.admin_api.resource(),
+                                           reactor=self.reactor))  # its timeouts on our clock
+        if self.limits is not None:
+            factory = LimitedFactory(factory, self.limits, HTTP)
+        listening = endpoints.serverFromString(self.reactor, self.endpoint).listen(factory)
         outcome = []
         listening.addBoth(outcome.append)
         if not outcome:  # an endpoint that listens later (none of ours)

@@ -13,6 +13,8 @@ from choir_protocol.jobs import ALL_RESOLUTIONS, DEFAULT_SETTINGS
 from choir_protocol.urls import parse_networks
 
 from .datadir import DataDirInUse, LockedServices, lock_data_dir
+from .limits import (DEFAULT_MAX_PER_ADDRESS, REHEARSAL, ConnectionLimits, LimitedFactory,
+                     LimitsService)
 from .protocols import DeskProtocol, DirectorProtocol, RoomFactory, SingerProtocol
 from .room import TICK, Room
 
@@ -39,6 +41,9 @@ class Options(usage.Options):
                                                "connected director or the last session's."],
         ["max-singers-per-address", None, 50, "Singers beyond this many from one IP address "
                                               "are refused (0: no limit).", int],
+        ["max-connections-per-address", None, DEFAULT_MAX_PER_ADDRESS,
+         "Open connections one address (an IPv6 /64) may hold on all ports together; more "
+         "are closed at once (0: no limit; --trusted-proxy addresses are not counted).", int],
         ["mix-window", None, MIX_WINDOW_CHUNKS, "Chunks (11.6 ms each) the fastest singer may "
                                                 "run ahead of a late one before the late one is "
                                                 "left out of the mix.", int],
@@ -75,6 +80,8 @@ class Options(usage.Options):
             raise usage.UsageError("--max-singers must be at least 1")
         if self["max-singers-per-address"] < 0:
             raise usage.UsageError("--max-singers-per-address must be 0 (no limit) or more")
+        if self["max-connections-per-address"] < 0:
+            raise usage.UsageError("--max-connections-per-address must be 0 (no limit) or more")
         if self["mix-window"] < 1:
             raise usage.UsageError("--mix-window must be at least 1 chunk")
         if not 0.001 <= self["tick"] <= 0.5:
@@ -164,13 +171,17 @@ def makeService(options, clock=reactor) -> service.MultiService:
                 desk_networks=options["desk-from"],
                 monitor_level=options["monitor-level"], tick=options["tick"],
                 window=options["mix-window"])
+    # first, so that the descriptor limit is raised and shared out before any connection
+    limits = ConnectionLimits(clock, per_address=options["max-connections-per-address"],
+                              exempt=options["trusted-proxy"])
+    LimitsService(limits, max_singers=options["max-singers"]).setServiceParent(top)
     room_service = RoomService(room)
     room_service.setServiceParent(top)
     for option, protocol_class in (("singers", SingerProtocol), ("director", DirectorProtocol),
                                    ("desk", DeskProtocol)):
         other = {"singers": "director", "director": "singers"}.get(option)
         factory = RoomFactory(room, protocol_class, other and tcp_port(options[other]))
-        listener = strports.service(options[option], factory)
+        listener = strports.service(options[option], LimitedFactory(factory, limits, REHEARSAL))
         listener.setName(option)
         listener.setServiceParent(top)
     if not options["no-runners"]:
@@ -185,10 +196,11 @@ def makeService(options, clock=reactor) -> service.MultiService:
             publishing["sessions_dir"] = None  # nothing recorded, nothing to publish
         runners = RunnerService(clock, options["http"], os.path.abspath(options["data-dir"]),
                                 publishing=publishing,
-                                trusted_proxies=options["trusted-proxy"])
+                                trusted_proxies=options["trusted-proxy"], limits=limits)
         runners.setName("runners")
         runners.setServiceParent(top)
         top.runners = runners
     top.room = room
     top.room_service = room_service
+    top.limits = limits
     return top

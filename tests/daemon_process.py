@@ -82,12 +82,14 @@ def wait_for_port(port: int, process: subprocess.Popen, deadline: float = 20.0) 
 class TwistdDaemon:
     """``twistd -n choir`` as a real process on free loopback ports."""
 
-    def __init__(self, data_dir: str, log_file: str, *extra: str, env=None, prefix=()):
+    def __init__(self, data_dir: str, log_file: str, *extra: str, env=None, prefix=(),
+                 twistd_options=()):
         """``extra``: more ``twistd choir`` options; ``env``: the process's environment
-        [default: this one's]; ``prefix``: a command that runs twistd (e.g. in a namespace)."""
+        [default: this one's]; ``prefix``: a command that runs twistd (e.g. in a namespace);
+        ``twistd_options``: options of twistd itself (``--logger=...``)."""
         self.ports = {role: free_port() for role in ("singers", "director", "desk", "http")}
-        args = [os.path.join(VENV_BIN, "twistd"), "-n", "--pidfile=", "-l", log_file, "choir",
-                "-d", data_dir]
+        args = [os.path.join(VENV_BIN, "twistd"), "-n", "--pidfile=", "-l", log_file,
+                *twistd_options, "choir", "-d", data_dir]
         for role, port in self.ports.items():
             args.append(f"--{role}=tcp:{port}:interface=127.0.0.1")
         self.log_file = log_file

@@ -38,6 +38,10 @@ R = "/api/v1/runners"
 M = "/api/v1/media"
 
 
+def bearer(token) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def ffmpeg(*args):
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
 
@@ -140,6 +144,15 @@ class PublishingCase(unittest.TestCase):
         await self.run_service()
         return await self.api_token()
 
+    async def upload(self, data, filename, token, **fields):
+        body, ctype = multipart(list(fields.items()), [("file", filename, data)])
+        return await self.http("POST", M, raw=body, content_type=ctype,
+                               headers={"Authorization": f"Bearer {token}"})
+
+    def leftovers(self):
+        return [os.path.join(d, f) for d, _, fs in os.walk(self.data_dir) for f in fs
+                if os.sep + "media" + os.sep in d or os.sep + "uploads" in d]
+
     def generated(self, name, *ffmpeg_args) -> str:
         """A file made by ffmpeg (its arguments before the output) in a temporary place."""
         work = tempfile.mkdtemp()
@@ -227,7 +240,13 @@ class PublishingTest(PublishingCase):
         self.assertEqual(hook["media"]["state"], "completed")
         self.assertEqual(len(self.sink.bodies), 1)
 
-        shown = await self.http("GET", f"{M}/{media.id}")
+        # the webhook's file links are signed: whoever it tells can fetch them, no token
+        hooked = {f["name"]: f["url"] for f in hook["media"]["outputs"]}
+        self.assertRegex(hooked["720p.mp4"],
+                         rf"^{M}/{media.id}/signed/[0-9]+/[0-9a-f]{{32}}/files/720p\.mp4$")
+        self.assertEqual((await self.http("GET", hooked["720p.mp4"])).body, merged_bytes)
+        api = await self.api_token()
+        shown = await self.http("GET", f"{M}/{media.id}", headers=bearer(api))
         self.assertEqual(shown.code, 200, shown.body)
         view = shown.json
         self.assertEqual(view["state"], "completed")
@@ -242,11 +261,12 @@ class PublishingTest(PublishingCase):
         self.assertEqual([line for line in lines if not line.startswith("#")],
                          ["720p.m3u8", "480p.m3u8", "360p.m3u8"])
         self.assertIn("RESOLUTION=1280x720", master.body.decode())
-        playlist = await self.http("GET", f"{M}/{media.id}/files/hls/480p.m3u8")
+        playlist = await self.http("GET", f"{M}/{media.id}/files/hls/480p.m3u8",
+                                   headers=bearer(api))
         self.assertIn('URI="480p-fragmented.mp4"', playlist.body.decode())
         self.assertNotIn("runner", playlist.body.decode())
         part = await self.http("GET", f"{M}/{media.id}/files/720p.mp4",
-                               headers={"Range": "bytes=0-99"})
+                               headers={"Range": "bytes=0-99", **bearer(api)})
         self.assertEqual(part.code, 206)
         self.assertEqual(part.body, merged_bytes[:100])
         # the HLS rendition as a player sees it: ffprobe reads it through the playlists
@@ -289,15 +309,6 @@ class PublishingTest(PublishingCase):
 
     # -- uploads -------------------------------------------------------------------------
 
-    async def upload(self, data, filename, token, **fields):
-        body, ctype = multipart(list(fields.items()), [("file", filename, data)])
-        return await self.http("POST", M, raw=body, content_type=ctype,
-                               headers={"Authorization": f"Bearer {token}"})
-
-    def leftovers(self):
-        return [os.path.join(d, f) for d, _, fs in os.walk(self.data_dir) for f in fs
-                if os.sep + "media" + os.sep in d or os.sep + "uploads" in d]
-
     async def test_an_uploaded_video_is_probed_and_planned(self):
         token = await self.serving()
         video = self.generated("clip.mp4", "-f", "lavfi", "-i", "testsrc=s=854x480:r=24:d=2",
@@ -320,7 +331,7 @@ class PublishingTest(PublishingCase):
             self.assertEqual(f.read(), data)
         self.assertEqual(os.listdir(os.path.join(self.data_dir, "uploads")), [])
         # the source is downloadable and listed
-        got = await self.http("GET", f"{M}/{view['id']}/files/source.mp4")
+        got = await self.http("GET", f"{M}/{view['id']}/files/source.mp4", headers=bearer(token))
         self.assertEqual(got.body, data)
         listing = await self.http("GET", M, headers={"Authorization": f"Bearer {token}"})
         self.assertEqual([m["id"] for m in listing.json["data"]], [view["id"]])
@@ -350,10 +361,11 @@ class PublishingTest(PublishingCase):
         await self.succeed(runner, wire, [("payload[videoFile]", "720p.html", page)])
         names = [f.name for f in await self.store.media_files(view["id"], "output")]
         self.assertEqual(names, ["720p.mp4"])
-        got = await self.http("GET", f"{M}/{view['id']}/files/720p.mp4")
+        got = await self.http("GET", f"{M}/{view['id']}/files/720p.mp4", headers=bearer(token))
         self.assertEqual((got.body, got.content_type), (page, "video/mp4"))
         self.assertEqual(got.headers.getRawHeaders(b"x-content-type-options"), [b"nosniff"])
-        missing = await self.http("GET", f"{M}/{view['id']}/files/720p.html")
+        missing = await self.http("GET", f"{M}/{view['id']}/files/720p.html",
+                                  headers=bearer(token))
         self.assertEqual(missing.code, 404)
 
     async def test_many_ranges_get_the_file_once_not_many_copies(self):
@@ -363,9 +375,10 @@ class PublishingTest(PublishingCase):
             data = f.read()
         view = (await self.upload(data, "song.flac", token)).json
         url = f"{M}/{view['id']}/files/source.flac"
-        got = await self.http("GET", url, headers={"Range": "bytes=" + ",".join(["0-"] * 100)})
+        got = await self.http("GET", url, headers={"Range": "bytes=" + ",".join(["0-"] * 100),
+                                                   **bearer(token)})
         self.assertEqual((got.code, got.body), (200, data))
-        got = await self.http("GET", url, headers={"Range": "bytes=0-9,20-29"})
+        got = await self.http("GET", url, headers={"Range": "bytes=0-9,20-29", **bearer(token)})
         self.assertEqual(got.code, 206)  # a few ranges are served as asked
         self.assertIn(data[20:30], got.body)
         self.assertLess(len(got.body), 1000)
@@ -393,6 +406,8 @@ class PublishingTest(PublishingCase):
         a = await self.http("GET", M)
         self.assertEqual(a.code, 401)
         a = await self.http("GET", f"{M}/nope")
+        self.assertEqual((a.code, a.json["code"]), (401, "unauthorized"))
+        a = await self.http("GET", f"{M}/nope", headers=bearer(token))
         self.assertEqual((a.code, a.json["code"]), (404, "unknown_media"))
 
     async def test_a_failed_webhook_is_recorded(self):

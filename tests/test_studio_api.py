@@ -3,7 +3,6 @@ video-studio-transcoding job on the media's max-quality file, serves its task fi
 runner holding it, and the result replaces the max-quality file before every rendition is
 made again. The test plays the runner by hand (choir-runner and PeerTube's runner have
 their own tests), so every byte served and stored can be checked."""
-import json
 import os
 import shutil
 import tempfile
@@ -152,7 +151,8 @@ class StudioAPITest(PublishingCase):
                                   lambda m: m.webhook_sent_at is not None)
         self.assertIsNotNone(media.ended_at)
         self.assertEqual(len(self.sink.bodies), 2)  # told again, after the edit
-        view = (await self.http("GET", f"{M}/{media_id}")).json
+        view = (await self.http("GET", f"{M}/{media_id}",
+                                headers={"Authorization": f"Bearer {self.token}"})).json
         self.assertEqual(view["state"], "completed")
         master = (await self.http("GET", view["hlsUrl"])).body.decode()
         self.assertEqual([x for x in master.splitlines() if not x.startswith("#")],
@@ -203,5 +203,6 @@ class StudioAPITest(PublishingCase):
         studio_dir = os.path.join(self.data_dir, "media", media_id, "studio")
         self.assertEqual(os.listdir(studio_dir), os.listdir(studio_dir)[:1])  # the one edit
         self.assertEqual(os.listdir(os.path.join(self.data_dir, "uploads")), [])
-        self.assertEqual(json.loads((await self.http("GET", f"{M}/{media_id}")).body)["state"],
-                         "processing")
+        shown = await self.http("GET", f"{M}/{media_id}",
+                                headers={"Authorization": f"Bearer {self.token}"})
+        self.assertEqual(shown.json["state"], "processing")

@@ -348,8 +348,8 @@ def _rehearse(daemon: SocketActivated, data_dir: Path) -> None:
     problem = _http_problem(daemon, "POST", "/api/v1/runners/jobs/request",
                             {"runnerToken": "not-a-runner-token"})
     assert (problem["status"], problem["code"]) == (404, "unknown_runner_token"), problem
-    problem = _http_problem(daemon, "GET", "/api/v1/media/nope")
-    assert (problem["status"], problem["code"]) == (404, "unknown_media"), problem
+    problem = _http_problem(daemon, "GET", "/api/v1/media/nope")  # a media is no one's
+    assert (problem["status"], problem["code"]) == (401, "unauthorized"), problem
 
     # The same process is now twistd (exec'd in place, so LISTEN_PID matched) ...
     pid = daemon.process.pid
