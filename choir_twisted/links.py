@@ -55,6 +55,16 @@ class BoundedOutput:
         self.backlog.clear()
         self.backlog_bytes = 0
 
+    def release(self) -> None:
+        """Before ``loseConnection``: what is held back goes to Twisted, and we stop being
+        its producer. Twisted closes a connection only once its buffer is empty and no
+        pull producer is registered (it would ask ours for more, for ever)."""
+        if self.backlog:
+            self.transport.write(b"".join(self.backlog))
+            self.stopProducing()
+        self.overflowed = True  # nothing more is written
+        self.transport.unregisterProducer()
+
 
 @implementer(IPullProducer)
 class DirectOutput(BoundedOutput):

@@ -81,18 +81,30 @@ class _RehearsalProtocol(protocol.Protocol):
         reason = wrong_port_reason(header, self.role, self.other_port)
         if reason is None:
             return True
-        self.transport.write(refusal_chunk(reason, CHUNK_SIZE_READ_BY[claimed_role(header)]))
-        self.log.warn("Refusing {who} ({version}): {reason}", who=self.describe(),
-                      version=repr(header.client_version), reason=reason)
+        self.room.refusals.refused(f"{self.peer[0]} ({self.role} port)", reason)
         self._close_reason = reason
-        self.transport.loseConnection()  # after the refusal
+        self.close_after(refusal_chunk(reason, CHUNK_SIZE_READ_BY[claimed_role(header)]))
         return False
 
-    def drop(self, reason: str) -> None:
-        """Close the connection for ``reason`` (logged once)."""
+    def close_after(self, data: bytes) -> None:
+        """Send ``data`` (a refusal), then close once it is out."""
+        output = getattr(self, "output", None)
+        if output is not None:
+            output.write(data)
+            output.release()
+        else:
+            self.transport.write(data)
+        self.transport.loseConnection()
+
+    def drop(self, reason: str, flood: bool = False) -> None:
+        """Close the connection for ``reason``, logged once; ``flood``: logged as a refusal,
+        one line per address and then a count every 10 s (a client may repeat it in a loop)."""
         self.polling = False
         if self.connected:
-            self.log.warn("Closing {who}: {reason}", who=self.describe(), reason=reason)
+            if flood:
+                self.room.refusals.refused(f"{self.peer[0]} ({self.role} port)", reason)
+            else:
+                self.log.warn("Closing {who}: {reason}", who=self.describe(), reason=reason)
             self._close_reason = reason
             self.transport.abortConnection()
 
@@ -178,8 +190,9 @@ class SingerProtocol(_RehearsalProtocol):
                 elif kind is Authenticated:
                     if not self._authenticated(event.header):
                         return
-                    if not room.singer_joined(self):
-                        self.drop("the room is full")
+                    refused = room.singer_joined(self)
+                    if refused:
+                        self.drop(refused, flood=True)
                         return
                     self.joined = True
         except ProtocolError as e:
@@ -246,16 +259,18 @@ class DirectorProtocol(_RehearsalProtocol):
             self._first_track_timer.cancel()
             self._first_track_timer = None
 
-    def refuse(self, reason: str) -> None:
+    def refuse(self, reason: str, flood: bool = True) -> None:
         """End this director's session or refuse it: -2 (1.1.3's word for both), or -4 with
-        the reason to our own director client, which shows it. Then close."""
+        the reason to our own director client, which shows it. Then close. ``flood``: a
+        refusal a client may repeat in a loop, logged as in ``drop``."""
         if self.connected:
-            self.log.warn("Director {who} refused: {reason}", who=self.describe(), reason=reason)
+            if flood:
+                self.room.refusals.refused(f"{self.peer[0]} (director port)", reason)
+            else:
+                self.log.warn("Director {who}: {reason}", who=self.describe(), reason=reason)
             self._close_reason = f"refused: {reason}"
             ours = self.header is not None and claimed_role(self.header) == "director"
-            self.transport.write(refusal_chunk(reason, MIX_CHUNK_SIZE) if ours
-                                 else REFUSED_TO_DIRECTOR)
-            self.transport.loseConnection()
+            self.close_after(refusal_chunk(reason, MIX_CHUNK_SIZE) if ours else REFUSED_TO_DIRECTOR)
             self.connected = False  # nothing more is read from it
 
     def send_mix(self, first_index: int, pcm: bytes) -> None:
@@ -309,10 +324,9 @@ class DeskProtocol(_RehearsalProtocol):
 
     def refuse(self, reason: str) -> None:
         """Ours, not 1.1.3's: {"error": reason} where a list would be, then close."""
-        self.transport.write(desk.encode_message({"error": reason}))
-        self.log.warn("Refusing {who}: {reason}", who=self.describe(), reason=reason)
+        self.room.refusals.refused(f"{self.peer[0]} (desk port)", reason)
         self._close_reason = reason
-        self.transport.loseConnection()
+        self.close_after(desk.encode_message({"error": reason}))
         self.connected = False
 
     def _idle(self):
@@ -323,11 +337,11 @@ class DeskProtocol(_RehearsalProtocol):
         now = self.room.clock.seconds()
         if isinstance(request, desk.ListSingers):
             if not self._lists.allow(now):
-                self.drop(f"more than {DESK_LIST_BUDGET[0]:g} list requests a second")
+                self.drop(f"more than {DESK_LIST_BUDGET[0]:g} list requests a second", flood=True)
                 return
             self.transport.write(self.room.desk_reply(bool(message.get("all"))))
         elif not self._gains.allow(now):
-            self.drop(f"more than {DESK_GAIN_BUDGET[0]:g} gain changes a second")
+            self.drop(f"more than {DESK_GAIN_BUDGET[0]:g} gain changes a second", flood=True)
         elif not self.room.set_gain(request.singer_id, request.gain):
             self.log.warn("Desk {who}: no singer at {id}", who=self.describe(), id=request.singer_id)
 

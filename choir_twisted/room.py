@@ -26,6 +26,8 @@ from choir_protocol.constants import (CHECK_IN_TIMEOUT, CHUNKS_PER_SECOND, DIREC
 from choir_protocol.mixer import Mixer, MixState, VoiceState
 from choir_protocol.urls import in_networks, parse_networks
 
+from .limits import RefusalLog
+
 TICK = 0.04
 SWEEP_EVERY = 25  # ticks between keep-alive / idle sweeps (1 s)
 DESK_LIST_MAX_AGE = 0.5  # seconds a desk's list may lag behind the room
@@ -67,6 +69,7 @@ class Room:
         self._singers_at: collections.Counter = collections.Counter()  # host -> singers
         self.directors: dict = {}  # DirectorProtocol -> None: connected, with or without a session
         self._desk_replies: dict = {}  # everyone? -> (when, encoded list)
+        self.refusals = RefusalLog(clock)  # refusals a client may repeat: not a line each
         self.desk_networks = desk_networks  # always served the desk
         self.monitor_level = monitor_level
         self.window = window
@@ -96,27 +99,24 @@ class Room:
             self._finish("daemon stopping")
         for singer in list(self.singers):
             singer.drop("daemon stopping")
+        self.refusals.stop()
         return [r for r in self._recorders if not r.wait(0)]
 
     # -- singers ------------------------------------------------------------------------
 
-    def singer_joined(self, singer) -> bool:
-        """An authenticated singer; False if the room is full."""
+    def singer_joined(self, singer) -> str:
+        """An authenticated singer joins; or why it cannot (the caller closes it)."""
         if len(self.singers) >= self.max_singers:
-            self.log.warn("Room full ({max} singers): refusing {who}", max=self.max_singers,
-                          who=singer.describe())
-            return False
+            return f"the room is full ({self.max_singers} singers)"
         host = singer.peer[0]
         if self.max_singers_per_address and self._singers_at[host] >= self.max_singers_per_address:
             # one machine must not fill the room (e.g. scripted singers that never sing)
-            self.log.warn("{max} singers already from {host}: refusing {who}",
-                          max=self.max_singers_per_address, host=host, who=singer.describe())
-            return False
+            return f"{self.max_singers_per_address} singers already from this address"
         self._singers_at[host] += 1
         self.singers[singer] = None
         self._desk_replies.clear()
         self.log.info("Singer {who} joined ({n} connected)", who=singer.describe(), n=len(self.singers))
-        return True
+        return ""
 
     def singer_left(self, singer, reason: str) -> None:
         if singer not in self.singers:
@@ -391,7 +391,7 @@ class Room:
         if director.connected:
             director.transport.resumeProducing()
             if refuse:
-                director.refuse(told or reason)
+                director.refuse(told or reason, flood=False)
         if session.mixer.end_index is None:  # the singers still expect the end of the track
             session.pending_track.append(END_TO_SINGER)
         self._forward(session)

@@ -434,16 +434,16 @@ class ObservedRoom(Room):
         self._check_waiters()
 
     def singer_joined(self, singer):
-        ok = super().singer_joined(singer)
+        refused = super().singer_joined(singer)
         self._check_waiters()
-        return ok
+        return refused
 
     def singer_left(self, singer, reason):
         super().singer_left(singer, reason)
         self._check_waiters()
 
-    def _finish(self, reason, refuse=False):
-        super()._finish(reason, refuse)
+    def _finish(self, reason, refuse=False, told=""):
+        super()._finish(reason, refuse, told)
         self._check_waiters()
 
 

@@ -3,17 +3,21 @@
 The real Room and protocols on a Clock (tests/daemon_helpers.py MemoryDaemon): every
 timeout is reached by moving the clock.
 """
-import json
-import os
 import random
 
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import Protocol
+from twisted.trial import unittest
+
+from choir_clients.simulated import SimulatedSinger
 from choir_protocol import desk as desk_messages
 from choir_protocol.chunks import ChunkReader, refusal_reason
 from choir_protocol.constants import MIX_CHUNK_SIZE, TRACK_CHUNK_SIZE, Signal
 from choir_protocol.header import Header
-from choir_twisted.protocols import (DESK_IDLE_TIMEOUT, DESK_LIST_BUDGET, FIRST_TRACK_TIMEOUT)
+from choir_twisted import protocols
+from choir_twisted.protocols import DESK_IDLE_TIMEOUT, DESK_LIST_BUDGET, FIRST_TRACK_TIMEOUT
 from choir_twisted.service import Options, makeService
-from tests.daemon_helpers import MemoryDaemon, voice_signal
+from tests.daemon_helpers import MemoryDaemon, TcpDaemon, voice_signal, within
 from twisted.internet.task import Clock
 
 REFUSAL = [(Signal.ABORT, MIX_CHUNK_SIZE)]
@@ -238,3 +242,64 @@ def test_many_desks_share_one_built_list(monkeypatch):
     desks[1].request({"action": "list", "all": True})  # a change shows at once
     daemon.run_until(lambda: len(desks[1].replies) == 2)
     assert sorted(e["gain"] for e in desks[1].replies[1]) == [0.5, 1.0]
+
+
+# -- over real TCP: a refused client is closed by the daemon, not left half-open -------------
+
+class _Closed(Protocol):
+    """Sends ``data`` on connection; ``lost`` fires when the daemon closes the connection."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.received = b""
+        self.lost = defer.Deferred()
+
+    def connectionMade(self):
+        self.transport.write(self.data)
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason):
+        self.lost.callback(None)
+
+
+class RefusedIsClosedTest(unittest.TestCase):
+    """Twisted closes a connection with a pull producer registered only once the producer
+    is gone: refusals used to leave the daemon's side in CLOSE_WAIT, holding a descriptor."""
+
+    async def _refused(self, daemon, listener: str, header: Header) -> bytes:
+        client = await daemon.connect(listener, _Closed(header.to_bytes()))
+        await within(client.lost, 5)  # the daemon closed it; we never did
+        return client.received
+
+    async def test_a_director_refused_with_no_singer_is_closed(self):
+        daemon = TcpDaemon(self)
+        got = await self._refused(daemon, "director", Header(client_version="1.1.3"))
+        self.assertEqual([i for i, _ in ChunkReader(MIX_CHUNK_SIZE).feed(got)], [Signal.ABORT])
+
+    async def test_a_singer_at_the_director_port_is_closed(self):
+        daemon = TcpDaemon(self)
+        got = await self._refused(daemon, "director", Header("Ann", "Alto", "choir-singer 1"))
+        self.assertEqual([i for i, _ in ChunkReader(TRACK_CHUNK_SIZE).feed(got)], [Signal.REFUSED])
+
+    async def test_a_director_that_sends_no_track_is_closed(self):
+        daemon = TcpDaemon(self)
+        await daemon.connect_singers([SimulatedSinger(reactor, "Ann", "Alto")])
+        self.patch(protocols, "FIRST_TRACK_TIMEOUT", 0.2)
+        got = await self._refused(daemon, "director", Header(client_version="squatter"))
+        self.assertEqual([i for i, _ in ChunkReader(MIX_CHUNK_SIZE).feed(got)], [Signal.ABORT])
+
+
+def test_refusals_repeated_in_a_loop_log_a_line_then_a_count():
+    from twisted.logger import capturedLogs
+    daemon = MemoryDaemon()
+    daemon.singer("Ann")
+    with capturedLogs() as events:
+        for _ in range(200):  # a stranger's desk, reconnecting as fast as it can
+            daemon.desk(host="10.0.0.9")
+            daemon.advance(0.01)
+        daemon.advance(10)
+    refusals = [e for e in events if "10.0.0.9" in str(e.get("subject", ""))]
+    assert len(refusals) == 2  # the first refusal, then "Refused N more ... in the last 10 s"
+    assert refusals[1]["n"] == 199
