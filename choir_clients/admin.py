@@ -4,12 +4,12 @@ It opens ``choir.sqlite3`` in the daemon's data directory (``--data-dir``, defau
 ./choir-data like ``twistd -n choir``); a running daemon notices the job changes through
 the store's change feed (job_events), so the daemon need not be stopped.
 
-    choir-admin tokens create | list | revoke TOKEN
+    choir-admin tokens create | list | revoke TOKEN|PREFIX|ID
     choir-admin runners list | remove ID_OR_NAME
     choir-admin jobs list [--state ...] [--type ...] | show UUID | cancel UUID
     choir-admin media list | show ID | submit FILE [--name] [--webhook] [--resolutions]
     choir-admin media studio [--cut START:END] [--intro F] [--outro F] [--watermark F] ID
-    choir-admin api-tokens create [--name] | list | revoke TOKEN
+    choir-admin api-tokens create [--name] | list | revoke TOKEN|PREFIX
     choir-admin operator-tokens create [--name] | list | revoke ID
 
 With ``--url URL --token TOKEN`` (or ``CHOIR_URL``/``CHOIR_TOKEN``) it manages a daemon on
@@ -17,6 +17,9 @@ another machine through its admin HTTP API instead (``admin_remote``), authorise
 operator token made on the daemon's machine with ``operator-tokens create``. tokens,
 runners, jobs and media list/show work so; api-tokens, operator-tokens and media submit
 only on the data directory.
+
+The store keeps only each token's hash: a token is printed once, by its ``create``; lists
+show its prefix (``ptrrt-1a2b3c4d``), and ``revoke`` takes the token or that prefix.
 
 Exit status: 0 on success, 1 on an operational error (one line on stderr), 2 on a usage
 error. ``--json`` (before the command) prints JSON for scripts instead of tables.
@@ -35,6 +38,7 @@ from twisted.python import usage
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobError, JobState, JobType
 from choir_protocol.publishing import media_state
+from choir_protocol.tokens import token_prefix
 
 from .cli import parse_options
 
@@ -140,8 +144,9 @@ class TokenList(_Command):
 
 
 class TokenRevoke(_Command):
-    longdesc = ("Revoke a registration token: no new runner can register with it. Runners "
-                "already registered with it keep working (remove them with 'runners remove').")
+    longdesc = ("Revoke a registration token (the token, its prefix as 'list' shows it, or "
+                "its id): no new runner can register with it. Runners already registered "
+                "with it keep working (remove them with 'runners remove').")
     args = ("token",)
 
 
@@ -326,7 +331,8 @@ class ApiTokenList(_Command):
 
 
 class ApiTokenRevoke(_Command):
-    longdesc = "Revoke an API token: the HTTP API refuses it from then on."
+    longdesc = ("Revoke an API token (the token, or its prefix as 'list' shows it): the HTTP "
+                "API refuses it from then on.")
     args = ("token",)
 
 
@@ -469,6 +475,20 @@ def _resolve(items, value, what, keys=("id",)):
     raise AdminError(f"unknown {what} {value!r}")
 
 
+def _live_token(tokens, value, what):
+    """The live token that ``value`` names: the token or its prefix (the store keeps only
+    a token's hash; lists show its prefix), else its id or a start of it."""
+    matches = [t for t in tokens if t.prefix in (value, token_prefix(value))]
+    if not matches and value:
+        matches = [t for t in tokens if (getattr(t, "id", None) or "").startswith(value)]
+    if len(matches) > 1:
+        raise AdminError(f"{what} {value!r} is ambiguous ({len(matches)} match); "
+                         f"give more characters")
+    if not matches:
+        raise AdminError(f"unknown or already revoked {what} {value!r}")
+    return matches[0]
+
+
 # -- commands --------------------------------------------------------------------------------
 
 class Admin:
@@ -486,31 +506,45 @@ class Admin:
     async def tokens_create(self, opts):
         url = opts["url"] or f"http://{socket.gethostname()}:{DEFAULT_PORT}"
         tok = await self.store.create_registration_token()
-        name = opts["runner-name"] or f"runner-{tok.token[-6:]}"
-        command = (f"peertube-runner register --url {url} --registration-token {tok.token} "
+        self.emit_new_token(tok.token, tok.id, J.iso(tok.created_at), url, opts["runner-name"])
+
+    def emit_new_token(self, token, token_id, created_at, url, runner_name):
+        name = runner_name or f"runner-{token[-6:]}"
+        command = (f"peertube-runner register --url {url} --registration-token {token} "
                    f"--runner-name {name}")
-        self.emit({"token": tok.token, "createdAt": J.iso(tok.created_at), "url": url,
+        self.emit({"token": token, "id": token_id, "createdAt": created_at, "url": url,
                    "registerCommand": command},
-                  f"Registration token: {tok.token}\n\nOn the runner machine, run:\n\n"
-                  f"    {command}\n")
+                  f"Registration token: {token}\n(shown only now: the daemon keeps only its "
+                  f"hash; 'tokens list' shows it as {token_prefix(token)})\n\n"
+                  f"On the runner machine, run:\n\n    {command}\n")
 
     async def tokens_list(self, opts):
         tokens = await self.store.list_registration_tokens(include_revoked=opts["all"])
-        runners = await self.store.list_runners()
         used = {}
-        for r in runners:
-            used[r.registration_token] = used.get(r.registration_token, 0) + 1
-        self.emit([{"token": t.token, "createdAt": J.iso(t.created_at), "revoked": t.revoked,
-                    "runners": used.get(t.token, 0)} for t in tokens],
-                  table(["TOKEN", "CREATED", "REVOKED", "RUNNERS"],
-                        [[t.token, ago(t.created_at, self.now), "yes" if t.revoked else "no",
-                          used.get(t.token, 0)] for t in tokens])
+        for r in await self.store.list_runners():
+            used[r.registration_token_hash] = used.get(r.registration_token_hash, 0) + 1
+        self.emit_tokens([(t.id, t.prefix, t.created_at, t.revoked, used.get(t.token_hash, 0))
+                          for t in tokens])
+
+    def emit_tokens(self, tokens):
+        """[(id, prefix, created at, revoked, runners registered with it)]"""
+        self.emit([{"id": i, "prefix": p, "createdAt": J.iso(c), "revoked": r, "runners": n}
+                   for i, p, c, r, n in tokens],
+                  table(["ID", "PREFIX", "CREATED", "REVOKED", "RUNNERS"],
+                        [[i[:8], p, ago(c, self.now), "yes" if r else "no", n]
+                         for i, p, c, r, n in tokens])
                   if tokens else "No registration tokens (create one with 'tokens create').")
 
+    def emit_revoked_token(self, token_id, prefix):
+        self.emit({"revoked": token_id, "prefix": prefix},
+                  f"Revoked registration token {prefix} ({token_id}).")
+
     async def tokens_revoke(self, opts):
-        if not await self.store.revoke_registration_token(opts["token"]):
-            raise AdminError(f"unknown or already revoked registration token {opts['token']!r}")
-        self.emit({"revoked": opts["token"]}, f"Revoked registration token {opts['token']}.")
+        tok = _live_token(await self.store.list_registration_tokens(), opts["token"],
+                          "registration token")
+        if not await self.store.revoke_registration_token_id(tok.id):
+            raise AdminError(f"registration token {tok.prefix} was revoked meanwhile")
+        self.emit_revoked_token(tok.id, tok.prefix)
 
     # runners
     async def _processing_by_runner(self):
@@ -726,23 +760,26 @@ class Admin:
     async def api_tokens_create(self, opts):
         tok = await self.store.create_api_token(opts["name"])
         self.emit({"token": tok.token, "name": tok.name, "createdAt": J.iso(tok.created_at)},
-                  f"API token: {tok.token}\n\nUpload with:\n\n    curl -H 'Authorization: "
+                  f"API token: {tok.token}\n(shown only now: the daemon keeps only its "
+                  f"hash)\n\nUpload with:\n\n    curl -H 'Authorization: "
                   f"Bearer {tok.token}' -F file=@video.mp4 "
                   f"http://{socket.gethostname()}:{DEFAULT_PORT}/api/v1/media\n")
 
     async def api_tokens_list(self, opts):
         tokens = await self.store.list_api_tokens(include_revoked=opts["all"])
-        self.emit([{"token": t.token, "name": t.name, "createdAt": J.iso(t.created_at),
+        self.emit([{"prefix": t.prefix, "name": t.name, "createdAt": J.iso(t.created_at),
                     "revoked": t.revoked} for t in tokens],
-                  table(["TOKEN", "NAME", "CREATED", "REVOKED"],
-                        [[t.token, t.name, ago(t.created_at, self.now),
+                  table(["PREFIX", "NAME", "CREATED", "REVOKED"],
+                        [[t.prefix, t.name, ago(t.created_at, self.now),
                           "yes" if t.revoked else "no"] for t in tokens])
                   if tokens else "No API tokens (create one with 'api-tokens create').")
 
     async def api_tokens_revoke(self, opts):
-        if not await self.store.revoke_api_token(opts["token"]):
-            raise AdminError(f"unknown or already revoked API token {opts['token']!r}")
-        self.emit({"revoked": opts["token"]}, f"Revoked API token {opts['token']}.")
+        tok = _live_token(await self.store.list_api_tokens(), opts["token"], "API token")
+        if not await self.store.revoke_api_token_hash(tok.token_hash):
+            raise AdminError(f"API token {tok.prefix} was revoked meanwhile")
+        self.emit({"revoked": tok.prefix, "name": tok.name},
+                  f"Revoked API token {tok.prefix} ({tok.name}).")
 
     # operator tokens
     async def operator_tokens_create(self, opts):

@@ -21,7 +21,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from choir_protocol.jobs import JobState
 
-from .admin import Admin, AdminError, _resolve, ago, human_size, table
+from .admin import Admin, AdminError, _live_token, _resolve, ago, human_size, table
 from .cli import plain_reason
 
 RUNNERS = "/api/v1/runners"
@@ -62,6 +62,9 @@ def _pick(items, value, what, keys):
 class RemoteAdmin:
     emit = Admin.emit  # the local commands' output
     emit_edit = Admin.emit_edit
+    emit_new_token = Admin.emit_new_token
+    emit_tokens = Admin.emit_tokens
+    emit_revoked_token = Admin.emit_revoked_token
 
     def __init__(self, url, token, out, as_json, now, reactor=None):
         if reactor is None:
@@ -135,36 +138,31 @@ class RemoteAdmin:
 
     async def tokens_create(self, opts):
         response, _ = await self._call("POST", TOKENS + "/generate")
-        token_id = (response.headers.getRawHeaders(b"x-registration-token-id") or [b""])[0]
-        made = [t for t in await self._tokens(False) if t["id"] == token_id.decode()]
-        if not made:
-            raise AdminError(f"{self.url} made a registration token but did not say which")
-        token, url = made[0]["registrationToken"], opts["url"] or self.url
-        name = opts["runner-name"] or f"runner-{token[-6:]}"
-        command = (f"peertube-runner register --url {url} --registration-token {token} "
-                   f"--runner-name {name}")
-        self.emit({"token": token, "createdAt": made[0]["createdAt"], "url": url,
-                   "registerCommand": command},
-                  f"Registration token: {token}\n\nOn the runner machine, run:\n\n"
-                  f"    {command}\n")
+        # the daemon keeps only the token's hash: its generate answer is the only place the
+        # token is told (PeerTube's own lists it again; ours gives its prefix)
+        token_id, token = (
+            (response.headers.getRawHeaders(name) or [b""])[0].decode("latin-1")
+            for name in (b"x-registration-token-id", b"x-registration-token"))
+        made = [t for t in await self._tokens(False) if t["id"] == token_id]
+        if not made or not token:
+            raise AdminError(f"{self.url} made a registration token but did not give it")
+        self.emit_new_token(token, token_id, made[0]["createdAt"], opts["url"] or self.url,
+                            opts["runner-name"])
 
     async def tokens_list(self, opts):
-        tokens = await self._tokens(opts["all"])
-        self.emit([{"token": t["registrationToken"], "createdAt": t["createdAt"],
-                    "revoked": t.get("revoked", False), "runners": t["registeredRunnersCount"]}
-                   for t in tokens],
-                  table(["TOKEN", "CREATED", "REVOKED", "RUNNERS"],
-                        [[t["registrationToken"], ago(_epoch(t["createdAt"]), self.now),
-                          "yes" if t.get("revoked") else "no", t["registeredRunnersCount"]]
-                         for t in tokens])
-                  if tokens else "No registration tokens (create one with 'tokens create').")
+        self.emit_tokens([(t["id"], t.get("registrationTokenPrefix"), _epoch(t["createdAt"]),
+                           t.get("revoked", False), t["registeredRunnersCount"])
+                          for t in await self._tokens(opts["all"])])
 
     async def tokens_revoke(self, opts):
-        live = [t for t in await self._tokens(False) if t["registrationToken"] == opts["token"]]
-        if not live:
-            raise AdminError(f"unknown or already revoked registration token {opts['token']!r}")
-        await self._call("POST", f"{TOKENS}/{quote(live[0]['id'], safe='')}/revoke")
-        self.emit({"revoked": opts["token"]}, f"Revoked registration token {opts['token']}.")
+        live = [types.SimpleNamespace(id=t["id"], prefix=t.get("registrationTokenPrefix"))
+                for t in await self._tokens(False)]
+        tok = _live_token(live, opts["token"], "registration token")
+        answer = await self._call("POST", f"{TOKENS}/{quote(tok.id, safe='')}/revoke",
+                                  missing_ok=True)
+        if answer is None:
+            raise AdminError(f"registration token {tok.prefix} was deleted meanwhile")
+        self.emit_revoked_token(tok.id, tok.prefix)
 
     # -- runners ---------------------------------------------------------------------------
 

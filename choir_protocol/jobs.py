@@ -15,6 +15,7 @@ import secrets
 import attrs
 
 from .text import is_text
+from .tokens import hash_token
 
 
 class JobState(enum.IntEnum):
@@ -118,10 +119,13 @@ class Job:
     progress: int | None = None
     parent_uuid: str | None = None
     runner_id: str | None = None
+    # the token itself only on the record ``accept`` made (shown once, in its answer); the
+    # store keeps, and gives back, only its hash
     job_token: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
     media_id: str | None = None
+    job_token_hash: str | None = None
 
     def to_wire(self, with_token: bool = False) -> dict:
         """The ``job`` object of PeerTube's answers (accept gives the job token)."""
@@ -177,7 +181,8 @@ def accept(job: Job, runner_id: str, job_token: str, now: float) -> Transition:
     if job.state is not JobState.PENDING:
         raise not_pending(job)
     new = attrs.evolve(job, state=JobState.PROCESSING, runner_id=runner_id,
-                       job_token=job_token, started_at=now, updated_at=now, progress=None)
+                       job_token=job_token, job_token_hash=hash_token(job_token),
+                       started_at=now, updated_at=now, progress=None)
     return Transition(new, job.state)
 
 
@@ -186,8 +191,9 @@ def check_job_token(job: Job | None, job_token: str, runner_id: str,
     """A runner acts only on the job it accepted, and only while that job is processing."""
     if job is None:
         raise unknown_job(uuid or "?")
-    if (job.job_token is None or job.runner_id != runner_id or not is_text(job_token or "")
-            or not hmac.compare_digest(job.job_token.encode(), (job_token or "").encode())):
+    if (job.job_token_hash is None or job.runner_id != runner_id
+            or not is_text(job_token or "")
+            or not hmac.compare_digest(job.job_token_hash, hash_token(job_token or ""))):
         raise unknown_job(job.uuid)
     if job.state is not JobState.PROCESSING:
         raise not_processing(job)
@@ -223,7 +229,8 @@ def success(job: Job, now: float, children=()) -> Transition:
 
 def _to_pending(job: Job, now: float, **changes) -> Job:
     return attrs.evolve(job, state=JobState.PENDING, runner_id=None, job_token=None,
-                        progress=None, started_at=None, updated_at=now, **changes)
+                        job_token_hash=None, progress=None, started_at=None, updated_at=now,
+                        **changes)
 
 
 def error(job: Job, message: str, now: float, children=(),
@@ -253,8 +260,8 @@ def cancel(job: Job, now: float, children=()) -> Transition:
     if job.state not in CANCELLABLE_STATES:
         raise JobError("runner_job_not_cancellable", 400,
                        f"job {job.uuid} is {job.state.label.lower()}: cannot cancel it")
-    new = attrs.evolve(job, state=JobState.CANCELLED, job_token=None, progress=None,
-                       updated_at=now, finished_at=now)
+    new = attrs.evolve(job, state=JobState.CANCELLED, job_token=None, job_token_hash=None,
+                       progress=None, updated_at=now, finished_at=now)
     return Transition(new, job.state,
                       _children(job, children, JobState.PARENT_CANCELLED, now))
 

@@ -17,9 +17,11 @@ default ``-createdAt``) and answer ``{"total", "data"}``; refusals (bad paramete
 application/problem+json as in the runner API.
 
 Shapes are PeerTube's, with a few fields of ours that choir-admin needs and a PeerTube
-client ignores: a runner's ``version``, a registration token's ``revoked``, a job's
-``mediaId``. PeerTube answers ``generate`` with an empty 204; ours also names the new
-token's id in an ``X-Registration-Token-Id`` header. Our runner and token ids are uuids,
+client ignores: a runner's ``version``, a registration token's ``revoked`` and
+``registrationTokenPrefix``, a job's ``mediaId``. The store keeps only a registration
+token's hash, so a list gives ``registrationToken: null`` (PeerTube's gives the token):
+PeerTube answers ``generate`` with an empty 204; ours also gives the new token, that once,
+in an ``X-Registration-Token`` header, and its id in ``X-Registration-Token-Id``. Our runner and token ids are uuids,
 not PeerTube's integers. Runner API routes (all POSTs) and these share their paths:
 ``is_admin_route`` tells the root resource which requests come here.
 """
@@ -162,9 +164,11 @@ def runner_wire(r) -> dict:
 
 
 def registration_token_wire(t, runners: int) -> dict:
-    return {"id": t.id, "registrationToken": t.token, "createdAt": J.iso(t.created_at),
-            "updatedAt": J.iso(t.created_at), "registeredRunnersCount": runners,
-            "revoked": t.revoked}
+    # the store keeps only the token's hash: registrationToken is null, the prefix tells
+    # tokens apart (the token itself was in its generate answer)
+    return {"id": t.id, "registrationToken": t.token, "registrationTokenPrefix": t.prefix,
+            "createdAt": J.iso(t.created_at), "updatedAt": J.iso(t.created_at),
+            "registeredRunnersCount": runners, "revoked": t.revoked}
 
 
 def job_wire(job, base: str, runners: dict, parents: dict) -> dict:
@@ -261,6 +265,8 @@ class AdminAPI:
     async def generate_registration_token(self, request):
         token = await self.store.create_registration_token(now=self.now())
         request.setHeader(b"x-registration-token-id", token.id.encode())
+        request.setHeader(b"x-registration-token", token.token.encode())  # shown once
+        request.setHeader(b"cache-control", b"no-store")
         return _no_content(request)
 
     @app.route(PREFIX + "/registration-tokens/<string:token_id>", methods=["DELETE"])

@@ -7,6 +7,8 @@ epoch float seconds (REAL) everywhere, JSON columns are TEXT. Every method retur
 Deferred. Job state changes go through ``choir_protocol.jobs`` and are written with a
 compare-and-set on the previous state; each one appends a row to ``job_events``, whose
 growing ``seq`` lets a daemon notice jobs another process (the admin CLI) changed.
+Tokens are kept as their SHA-256 (``choir_protocol.tokens``); the tables and their
+migrations are in ``store_schema``.
 """
 import json
 import os
@@ -22,78 +24,19 @@ from twisted.internet import defer
 
 from choir_protocol import jobs as J
 from choir_protocol.jobs import Job, JobError, JobState
+from choir_protocol.tokens import hash_token, token_prefix
 
 from .store_operator import OperatorQueries
-from .store_records import (JOB_COLUMNS, JOB_SELECT, ApiToken, Media, MediaFile,  # noqa: F401
-                            RegistrationToken, Runner, job_from_row, job_values)
+from .store_records import (JOB_COLUMNS, JOB_SELECT, RUNNER_SELECT, ApiToken,  # noqa: F401
+                            Media, MediaFile, RegistrationToken, Runner, job_from_row,
+                            job_values, runner_from_row)
+from .store_schema import SCHEMA, SCHEMA_VERSION, migrate  # noqa: F401
 
-SCHEMA_VERSION = 4
-# (version, statements) that bring a store of the version before up to it
-MIGRATIONS = [
-    (2, ["ALTER TABLE media ADD COLUMN ended_at REAL",
-         "ALTER TABLE media ADD COLUMN webhook_sent_at REAL",
-         "ALTER TABLE media ADD COLUMN webhook_error TEXT"]),
-    (3, ["ALTER TABLE job_events ADD COLUMN origin TEXT"]),
-    # registration tokens get an id (PeerTube's admin API names them by it); a store made
-    # before the table existed gets it in its old shape first, for the ALTER to find it.
-    # The filled-in ids are random uuid4s, as Python makes them.
-    (4, ["""CREATE TABLE IF NOT EXISTS registration_tokens (
-            token TEXT PRIMARY KEY, created_at REAL NOT NULL,
-            revoked INTEGER NOT NULL DEFAULT 0)""",
-         "ALTER TABLE registration_tokens ADD COLUMN id TEXT",
-         """UPDATE registration_tokens SET id = lower(hex(randomblob(4)) || '-' ||
-            hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-' ||
-            substr('89ab', 1 + abs(random()) % 4, 1) || substr(hex(randomblob(2)), 2) || '-' ||
-            hex(randomblob(6))) WHERE id IS NULL"""]),
-]
 DB_NAME = "choir.sqlite3"
 RUNNER_TOKEN_PREFIX = "ptrt-"
 REGISTRATION_TOKEN_PREFIX = "ptrrt-"
 API_TOKEN_PREFIX = "choir-"
 CONTACT_REFRESH = 30.0
-
-SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS registration_tokens (
-        token TEXT PRIMARY KEY, created_at REAL NOT NULL,
-        revoked INTEGER NOT NULL DEFAULT 0, id TEXT)""",
-    "CREATE UNIQUE INDEX IF NOT EXISTS registration_tokens_id ON registration_tokens (id)",
-    """CREATE TABLE IF NOT EXISTS runners (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT, version TEXT,
-        token TEXT NOT NULL UNIQUE, registration_token TEXT REFERENCES registration_tokens(token),
-        ip TEXT, last_contact REAL, created_at REAL NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS media (
-        id TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('recording', 'upload')),
-        name TEXT NOT NULL, path TEXT, probe TEXT, webhook TEXT, created_at REAL NOT NULL,
-        ended_at REAL, webhook_sent_at REAL, webhook_error TEXT)""",
-    "CREATE INDEX IF NOT EXISTS media_path ON media (path)",
-    """CREATE TABLE IF NOT EXISTS api_tokens (
-        token TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL,
-        revoked INTEGER NOT NULL DEFAULT 0)""",
-    """CREATE TABLE IF NOT EXISTS media_files (
-        id TEXT PRIMARY KEY, media_id TEXT NOT NULL REFERENCES media(id) ON DELETE CASCADE,
-        role TEXT NOT NULL CHECK (role IN ('input', 'output')), name TEXT NOT NULL,
-        path TEXT NOT NULL, size INTEGER, created_at REAL NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS jobs (
-        uuid TEXT PRIMARY KEY, type TEXT NOT NULL, state INTEGER NOT NULL,
-        priority INTEGER NOT NULL, payload TEXT NOT NULL, private_payload TEXT NOT NULL,
-        failures INTEGER NOT NULL DEFAULT 0, error TEXT, progress INTEGER,
-        parent_uuid TEXT REFERENCES jobs(uuid) ON DELETE CASCADE,
-        runner_id TEXT REFERENCES runners(id) ON DELETE SET NULL,
-        job_token TEXT UNIQUE, media_id TEXT REFERENCES media(id) ON DELETE SET NULL,
-        created_at REAL NOT NULL, updated_at REAL NOT NULL, started_at REAL,
-        finished_at REAL)""",
-    "CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (state, priority, created_at)",
-    "CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_uuid)",
-    # seq: SQLite's rowid; a PostgreSQL schema says GENERATED ALWAYS AS IDENTITY.
-    """CREATE TABLE IF NOT EXISTS job_events (
-        seq INTEGER PRIMARY KEY, job_uuid TEXT NOT NULL, state INTEGER NOT NULL,
-        at REAL NOT NULL, origin TEXT)""",
-    # the admin API's bearer tokens, kept as sha256 hex: the token is shown once, at creation
-    """CREATE TABLE IF NOT EXISTS operator_tokens (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
-        created_at REAL NOT NULL, last_used_at REAL, revoked INTEGER NOT NULL DEFAULT 0)""",
-]
 
 
 class StaleJob(Exception):
@@ -120,6 +63,18 @@ def _open_sqlite(conn):
     conn.execute("PRAGMA foreign_keys=ON")
 
 
+def _owner_only(path):
+    """An older version made the store, and its -wal and -shm, readable by all (0644):
+    they become the owner's alone. A store someone else owns is left as it is (the
+    owner's next open fixes it)."""
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except (FileNotFoundError, PermissionError):
+            pass
+
+
 class Store(OperatorQueries):
     paramstyle = "?"  # a psycopg backend sets "%s"
 
@@ -139,11 +94,11 @@ class Store(OperatorQueries):
     @classmethod
     def sqlite(cls, path: str | None = None, data_dir: str = ".", clock=time.time) -> "Store":
         path = path or os.path.join(data_dir, DB_NAME)
-        try:  # a new store is the owner's alone: it holds every token (SQLite's -wal and
-            # -shm files take the database file's permissions)
+        try:  # a new store is the owner's alone (SQLite's -wal and -shm files take the
+            # database file's permissions)
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except FileExistsError:
-            pass
+            _owner_only(path)
         pool = adbapi.ConnectionPool("sqlite3", path, check_same_thread=False, cp_min=1,
                                      cp_max=1, cp_openfun=_open_sqlite)
         return cls(pool, clock, read_path=path)
@@ -239,27 +194,41 @@ class Store(OperatorQueries):
         return defer.succeed(result)
 
     def create_schema(self):
+        """Makes the tables of a new store, or migrates an older one, in one transaction
+        that holds the write lock from the start: of two processes opening an old store
+        at once, one migrates and the other finds it done (a token hashed twice would
+        be lost). -> Deferred."""
         def go(cur):
-            fresh = not self._has_table(cur, "schema_version")
+            cur.execute("BEGIN IMMEDIATE")  # a PostgreSQL backend: LOCK TABLE instead
             version = SCHEMA_VERSION
-            if not fresh:
+            if self._has_table(cur, "schema_version"):
                 row = self._x(cur, "SELECT version FROM schema_version").fetchone()
                 version = row[0] if row else SCHEMA_VERSION
-            for target, statements in MIGRATIONS:  # before the DDL: it may add indexes
-                if version < target:
-                    for sql in statements:
-                        cur.execute(sql)
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"the store is of schema version {version}, newer than "
+                                   f"this program's {SCHEMA_VERSION}: upgrade choir")
+            migrated = migrate(self, cur, version)  # before the DDL: it may add indexes
             for ddl in SCHEMA:
                 cur.execute(ddl)
             if self._x(cur, "SELECT version FROM schema_version").fetchone() is None:
                 self._x(cur, "INSERT INTO schema_version (version) VALUES (?)",
                         (SCHEMA_VERSION,))
-            elif version < SCHEMA_VERSION:
+            elif migrated:
                 self._x(cur, "UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(f"the store is of schema version {version}, newer than "
-                                   f"this program's {SCHEMA_VERSION}: upgrade choir")
-        return self._interact(go)
+            return migrated
+
+        def scrub(cur):
+            # what the migration replaced (clear tokens) may still be in the WAL's older
+            # frames: copy the WAL into the database and empty it (should another process
+            # be reading just then, the WAL stays, and its old frames are overwritten as
+            # it is reused). secure_delete was for the migration only.
+            cur.execute("PRAGMA secure_delete=OFF")
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+        async def run():
+            if await self._interact(go):
+                await self._interact(scrub)
+        return defer.ensureDeferred(run())
 
     def _has_table(self, cur, name) -> bool:
         # SQLite's catalogue; a PostgreSQL backend asks information_schema.tables
@@ -270,47 +239,52 @@ class Store(OperatorQueries):
         return self._interact(lambda cur: cur.execute("PRAGMA journal_mode").fetchone()[0])
 
     # -- registration tokens ---------------------------------------------------------------
+    # Every token is kept as its hash (choir_protocol.tokens) and looked up by it: the
+    # record a create or register gives back holds the token itself, for the only time.
 
     def create_registration_token(self, now=None):
         token = REGISTRATION_TOKEN_PREFIX + secrets.token_hex(16)
         now = self.clock() if now is None else now
-
-        token_id = str(uuidlib.uuid4())
+        record = RegistrationToken(token, now, False, str(uuidlib.uuid4()),
+                                   token_prefix(token), hash_token(token))
 
         def go(cur):
-            self._x(cur, "INSERT INTO registration_tokens (id, token, created_at, revoked) "
-                         "VALUES (?, ?, ?, 0)", (token_id, token, now))
-            return RegistrationToken(token, now, False, token_id)
+            self._x(cur, "INSERT INTO registration_tokens (id, token_hash, token_prefix, "
+                         "created_at, revoked) VALUES (?, ?, ?, ?, 0)",
+                    (record.id, record.token_hash, record.prefix, now))
+            return record
         return self._interact(go)
 
     def list_registration_tokens(self, include_revoked=False):
         def go(cur):
-            sql = "SELECT token, created_at, revoked, id FROM registration_tokens"
+            sql = ("SELECT created_at, revoked, id, token_prefix, token_hash "
+                   "FROM registration_tokens")
             if not include_revoked:
                 sql += " WHERE revoked = 0"
             rows = self._x(cur, sql + " ORDER BY created_at").fetchall()
-            return [RegistrationToken(t, c, bool(r), i) for t, c, r, i in rows]
+            return [RegistrationToken(None, c, bool(r), i, p, h) for c, r, i, p, h in rows]
         return self._interact(go)
 
     def revoke_registration_token(self, token):
         """True when a live token was revoked."""
         return self._interact(lambda cur: self._x(
-            cur, "UPDATE registration_tokens SET revoked = 1 WHERE token = ? AND revoked = 0",
-            (token,)).rowcount == 1)
+            cur, "UPDATE registration_tokens SET revoked = 1 "
+                 "WHERE token_hash = ? AND revoked = 0", (hash_token(token),)).rowcount == 1)
 
     # -- runners ---------------------------------------------------------------------------
 
-    _RUNNER = ("SELECT id, name, description, version, token, registration_token, ip, "
-               "last_contact, created_at FROM runners")
+    _RUNNER = RUNNER_SELECT
 
     def register_runner(self, registration_token, name, description=None, version=None,
                         ip=None, now=None):
-        """-> Runner; JobError 404 for an unknown/revoked token, 400 for a taken name."""
+        """-> Runner, with its token; JobError 404 for an unknown/revoked token, 400 for a
+        taken name."""
         now = self.clock() if now is None else now
+        registered_with = hash_token(registration_token)
 
         def go(cur):
-            row = self._x(cur, "SELECT revoked FROM registration_tokens WHERE token = ?",
-                          (registration_token,)).fetchone()
+            row = self._x(cur, "SELECT revoked FROM registration_tokens WHERE token_hash = ?",
+                          (registered_with,)).fetchone()
             if row is None or row[0]:
                 raise JobError("unknown_registration_token", 404,
                                "unknown or revoked registration token")
@@ -318,12 +292,13 @@ class Store(OperatorQueries):
                 raise JobError("runner_name_already_taken", 400,
                                f"a runner named {name!r} is already registered")
             runner = Runner(str(uuidlib.uuid4()), name, description, version,
-                            RUNNER_TOKEN_PREFIX + secrets.token_hex(16), registration_token,
+                            RUNNER_TOKEN_PREFIX + secrets.token_hex(16), registered_with,
                             ip, now, now)
             try:
-                self._x(cur, "INSERT INTO runners (id, name, description, version, token, "
-                             "registration_token, ip, last_contact, created_at) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", attrs.astuple(runner))
+                self._x(cur, "INSERT INTO runners (id, name, description, version, "
+                             "token_hash, registration_token_hash, ip, last_contact, "
+                             "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        attrs.astuple(attrs.evolve(runner, token=hash_token(runner.token))))
             except sqlite3.IntegrityError:  # lost a race on the unique name
                 raise JobError("runner_name_already_taken", 400,
                                f"a runner named {name!r} is already registered")
@@ -345,23 +320,25 @@ class Store(OperatorQueries):
         return self._interact(go)
 
     def list_runners(self):
-        return self._interact(lambda cur: [
-            Runner(*r) for r in self._x(cur, self._RUNNER + " ORDER BY created_at").fetchall()])
+        return self._interact(lambda cur: [runner_from_row(r) for r in self._x(
+            cur, self._RUNNER + " ORDER BY created_at").fetchall()])
 
     def runner_by_token(self, token, ip=None, now=None):
         """-> Runner, refreshing last_contact and ip at most every 30 s;
         JobError unknown_runner_token 404 otherwise."""
         now = self.clock() if now is None else now
+        digest = hash_token(token)
         conn = self._reader_conn()
         if conn is not None:  # a cached or read-at-once runner that needs no refresh
             try:
-                runner = self._runner_cache.get(token) if self._fresh(conn) else None
+                runner = self._runner_cache.get(digest) if self._fresh(conn) else None
                 if runner is None:
-                    rows = conn.execute(self._RUNNER + " WHERE token = ?", (token,)).fetchall()
+                    rows = conn.execute(self._RUNNER + " WHERE token_hash = ?",
+                                        (digest,)).fetchall()
                     if not rows:
                         return defer.fail(JobError("unknown_runner_token", 404,
                                                    "unknown runner token"))
-                    runner = self._runner_cache[token] = Runner(*rows[0])
+                    runner = self._runner_cache[digest] = runner_from_row(rows[0])
             except sqlite3.Error:
                 pass
             else:
@@ -369,10 +346,10 @@ class Store(OperatorQueries):
                     return defer.succeed(runner)
 
         def go(cur):
-            row = self._x(cur, self._RUNNER + " WHERE token = ?", (token,)).fetchone()
+            row = self._x(cur, self._RUNNER + " WHERE token_hash = ?", (digest,)).fetchone()
             if row is None:
                 raise JobError("unknown_runner_token", 404, "unknown runner token")
-            runner = Runner(*row)
+            runner = runner_from_row(row)
             if runner.last_contact is None or now - runner.last_contact >= CONTACT_REFRESH:
                 new_ip = ip if ip is not None else runner.ip
                 self._x(cur, "UPDATE runners SET last_contact = ?, ip = ? WHERE id = ?",
@@ -399,8 +376,8 @@ class Store(OperatorQueries):
         if previous is not None:
             # the very record the transition was computed from: an update (same state) or a
             # new accept in between makes it stale, so it cannot be overwritten unseen
-            where += " AND updated_at = ? AND COALESCE(job_token, '') = ?"
-            args += [previous.updated_at, previous.job_token or ""]
+            where += " AND updated_at = ? AND COALESCE(job_token_hash, '') = ?"
+            args += [previous.updated_at, previous.job_token_hash or ""]
         n = self._x(cur, f"UPDATE jobs SET {sets} WHERE {where}",
                     [values[c] for c in cols] + args).rowcount
         if n != 1:
@@ -513,8 +490,9 @@ class Store(OperatorQueries):
         return defer.succeed(list(jobs))
 
     def accept(self, uuid, runner_id, now=None):
-        """-> the processing Job with a new ptrjt- token. The UPDATE is a compare-and-set
-        on state = pending, so of two runners (or processes) only one gets the job."""
+        """-> the processing Job with a new ptrjt- token (the only record that holds it:
+        the store keeps its hash). The UPDATE is a compare-and-set on state = pending, so
+        of two runners (or processes) only one gets the job."""
         now = self.clock() if now is None else now
 
         def go(cur):
@@ -720,25 +698,31 @@ class Store(OperatorQueries):
     def create_api_token(self, name, now=None):
         token = API_TOKEN_PREFIX + secrets.token_hex(16)
         now = self.clock() if now is None else now
+        record = ApiToken(token, name, now, False, token_prefix(token), hash_token(token))
         return self._interact(lambda cur: (self._x(
-            cur, "INSERT INTO api_tokens (token, name, created_at, revoked) VALUES (?, ?, ?, 0)",
-            (token, name, now)), ApiToken(token, name, now, False))[1])
+            cur, "INSERT INTO api_tokens (token_hash, token_prefix, name, created_at, revoked) "
+                 "VALUES (?, ?, ?, ?, 0)", (record.token_hash, record.prefix, name, now)),
+            record)[1])
 
     def list_api_tokens(self, include_revoked=False):
         def go(cur):
-            sql = "SELECT token, name, created_at, revoked FROM api_tokens"
+            sql = "SELECT name, created_at, revoked, token_prefix, token_hash FROM api_tokens"
             if not include_revoked:
                 sql += " WHERE revoked = 0"
-            return [ApiToken(t, n, c, bool(r))
-                    for t, n, c, r in self._x(cur, sql + " ORDER BY created_at").fetchall()]
+            return [ApiToken(None, n, c, bool(r), p, h)
+                    for n, c, r, p, h in self._x(cur, sql + " ORDER BY created_at").fetchall()]
         return self._interact(go)
 
     def revoke_api_token(self, token):
+        return self.revoke_api_token_hash(hash_token(token))
+
+    def revoke_api_token_hash(self, token_hash):
+        """True when a live token was revoked (``list_api_tokens`` gives the hashes)."""
         return self._interact(lambda cur: self._x(
-            cur, "UPDATE api_tokens SET revoked = 1 WHERE token = ? AND revoked = 0",
-            (token,)).rowcount == 1)
+            cur, "UPDATE api_tokens SET revoked = 1 WHERE token_hash = ? AND revoked = 0",
+            (token_hash,)).rowcount == 1)
 
     def api_token_valid(self, token):
         return self._interact(lambda cur: self._x(
-            cur, "SELECT 1 FROM api_tokens WHERE token = ? AND revoked = 0",
-            (token,)).fetchone() is not None)
+            cur, "SELECT 1 FROM api_tokens WHERE token_hash = ? AND revoked = 0",
+            (hash_token(token),)).fetchone() is not None)

@@ -1,12 +1,12 @@
 """The store's queries for operators: operator tokens and the pages of the admin API.
 
 A mixin of ``Store``: it runs on the store's ``_interact`` (the pool), ``_read`` (the
-reactor thread's read connection) and ``_x`` (placeholders). Operator tokens are kept as
-the sha256 hex of the token: the token itself is shown once, when it is made, so a copy of
-the database does not give admin access. Pages are ``Page(total, items)``, sorted on a
+reactor thread's read connection) and ``_x`` (placeholders). Operator tokens, like every
+token, are kept as the sha256 hex of the token (``choir_protocol.tokens``): the token
+itself is shown once, when it is made, so a copy of the database does not give admin
+access. Pages are ``Page(total, items)``, sorted on a
 whitelisted column (PeerTube's sortable columns), then by id for a stable order.
 """
-import hashlib
 import secrets
 import uuid as uuidlib
 
@@ -15,8 +15,9 @@ from twisted.internet import defer
 
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobState
+from choir_protocol.tokens import hash_token
 
-from .store_records import JOB_SELECT, RegistrationToken, Runner, job_from_row
+from .store_records import JOB_SELECT, RegistrationToken, job_from_row, runner_from_row
 
 OPERATOR_TOKEN_PREFIX = "choir-op-"
 TOKEN_REFRESH = 30.0  # last_used_at is written at most this often per token
@@ -26,10 +27,6 @@ RUNNER_SORTS = {"createdAt": "created_at"}
 REGISTRATION_TOKEN_SORTS = {"createdAt": "created_at"}
 JOB_SORTS = {"createdAt": "created_at", "updatedAt": "updated_at", "priority": "priority",
              "state": "state", "progress": "progress"}
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 @attrs.frozen
@@ -123,7 +120,7 @@ class OperatorQueries:
             total = self._x(cur, "SELECT COUNT(*) FROM runners").fetchone()[0]
             rows = self._x(cur, self._RUNNER + _order(RUNNER_SORTS, sort, descending, "id")
                            + _limit(start, count)).fetchall()
-            return Page(total, [Runner(*r) for r in rows])
+            return Page(total, [runner_from_row(r) for r in rows])
         return self._interact(go)
 
     def runners_by_id(self, ids):
@@ -131,7 +128,7 @@ class OperatorQueries:
         ids = sorted(set(i for i in ids if i is not None))
         if not ids:
             return defer.succeed({})
-        return self._interact(lambda cur: {r[0]: Runner(*r) for r in self._x(
+        return self._interact(lambda cur: {r[0]: runner_from_row(r) for r in self._x(
             cur, self._RUNNER + f" WHERE id IN ({', '.join('?' * len(ids))})", ids).fetchall()})
 
     def registration_tokens_page(self, start=0, count=15, sort="created_at", descending=False,
@@ -142,13 +139,13 @@ class OperatorQueries:
         def go(cur):
             total = self._x(cur, "SELECT COUNT(*) FROM registration_tokens" + where).fetchone()[0]
             rows = self._x(
-                cur, "SELECT token, created_at, revoked, id, (SELECT COUNT(*) FROM runners "
-                     "WHERE runners.registration_token = registration_tokens.token) "
-                     "FROM registration_tokens" + where
+                cur, "SELECT created_at, revoked, id, token_prefix, token_hash, "
+                     "(SELECT COUNT(*) FROM runners WHERE runners.registration_token_hash "
+                     "= registration_tokens.token_hash) FROM registration_tokens" + where
                 + _order(REGISTRATION_TOKEN_SORTS, sort, descending, "id")
                 + _limit(start, count)).fetchall()
-            return Page(total, [(RegistrationToken(t, c, bool(r), i), n)
-                                for t, c, r, i, n in rows])
+            return Page(total, [(RegistrationToken(None, c, bool(r), i, p, h), n)
+                                for c, r, i, p, h, n in rows])
         return self._interact(go)
 
     def revoke_registration_token_id(self, token_id):
@@ -190,12 +187,13 @@ class OperatorQueries:
         now = self.clock() if now is None else now
 
         def go(cur):
-            row = self._x(cur, "SELECT token FROM registration_tokens WHERE id = ?",
+            row = self._x(cur, "SELECT token_hash FROM registration_tokens WHERE id = ?",
                           (token_id,)).fetchone()
             if row is None:
                 return None
             runners = [r[0] for r in self._x(
-                cur, "SELECT id FROM runners WHERE registration_token = ?", row).fetchall()]
+                cur, "SELECT id FROM runners WHERE registration_token_hash = ?",
+                row).fetchall()]
             requeued = sum(self._remove_runner(cur, r, now) for r in runners)
             self._x(cur, "DELETE FROM registration_tokens WHERE id = ?", (token_id,))
             return len(runners), requeued

@@ -1,5 +1,9 @@
 """The store's records and the rows they are read from and written to: shared by the
-Store and its admin queries (``store_operator``)."""
+Store and its admin queries (``store_operator``).
+
+A token's record carries the token itself only when it has just been made (shown once);
+the store keeps its hash (``choir_protocol.tokens``), and records read back carry that and
+the prefix listings show."""
 import json
 
 import attrs
@@ -7,25 +11,29 @@ import attrs
 from choir_protocol.jobs import Job
 
 JOB_COLUMNS = ("uuid", "type", "state", "priority", "payload", "private_payload", "failures",
-               "error", "progress", "parent_uuid", "runner_id", "job_token", "media_id",
+               "error", "progress", "parent_uuid", "runner_id", "job_token_hash", "media_id",
                "created_at", "updated_at", "started_at", "finished_at")
 JOB_SELECT = f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs"
 
 
 @attrs.frozen
 class RegistrationToken:
-    token: str
+    token: str | None  # None once stored
     created_at: float
     revoked: bool
     id: str | None = None  # PeerTube's admin API names a registration token by it
+    prefix: str | None = None
+    token_hash: str | None = None
 
 
 @attrs.frozen
 class ApiToken:
-    token: str
+    token: str | None  # None once stored
     name: str
     created_at: float
     revoked: bool
+    prefix: str | None = None
+    token_hash: str | None = None
 
 
 @attrs.frozen
@@ -34,11 +42,20 @@ class Runner:
     name: str
     description: str | None
     version: str | None
-    token: str
-    registration_token: str | None
+    token: str | None  # the runner token: only in register_runner's answer
+    registration_token_hash: str | None  # the token it registered with
     ip: str | None
     last_contact: float | None
     created_at: float
+
+
+RUNNER_SELECT = ("SELECT id, name, description, version, registration_token_hash, ip, "
+                 "last_contact, created_at FROM runners")
+
+
+def runner_from_row(row) -> Runner:
+    i, name, description, version, registered_with, ip, contact, created = row
+    return Runner(i, name, description, version, None, registered_with, ip, contact, created)
 
 
 @attrs.frozen

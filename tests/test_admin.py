@@ -74,7 +74,9 @@ class AdminTest(unittest.TestCase):
         self.assertEqual(created["registerCommand"],
                          f"peertube-runner register --url http://choir:8000 "
                          f"--registration-token {token} --runner-name runner-{token[-6:]}")
-        self.assertEqual([t.token for t in await self.store.list_registration_tokens()], [token])
+        [stored] = await self.store.list_registration_tokens()
+        self.assertEqual((stored.id, stored.prefix, stored.token),
+                         (created["id"], token[:14], None))
 
         # the plain output gives the token and the command line with the host's name
         code, out, _ = self.cli("tokens", "create", "--runner-name", "gpu1")
@@ -82,32 +84,58 @@ class AdminTest(unittest.TestCase):
         second = out.split("Registration token: ")[1].split()[0]
         self.assertIn(f"peertube-runner register --url http://{os.uname().nodename}:8000 "
                       f"--registration-token {second} --runner-name gpu1", out)
+        self.assertIn(f"shown only now: the daemon keeps only its hash; 'tokens list' shows "
+                      f"it as {second[:14]}", out)
 
+        # lists show a token's id and prefix, never the token again
         code, out, _ = self.cli("tokens", "list")
         self.assertEqual(code, 0)
+        self.assertNotIn(token, out)
         lines = out.splitlines()
-        self.assertEqual(lines[0].split(), ["TOKEN", "CREATED", "REVOKED", "RUNNERS"])
-        self.assertEqual(sorted(ln.split()[0] for ln in lines[1:]), sorted([token, second]))
+        self.assertEqual(lines[0].split(), ["ID", "PREFIX", "CREATED", "REVOKED", "RUNNERS"])
+        self.assertEqual(sorted(ln.split()[1] for ln in lines[1:]),
+                         sorted([token[:14], second[:14]]))
+        self.assertIn(created["id"][:8], [ln.split()[0] for ln in lines[1:]])
 
-        # a token works until revoked
+        # a token works until revoked: by the token, its prefix or its id
         await self.store.register_runner(second, "gpu1")
         code, out, err = self.cli("tokens", "revoke", token)
         self.assertEqual((code, err), (0, ""))
-        self.assertIn(f"Revoked registration token {token}", out)
+        self.assertIn(f"Revoked registration token {token[:14]} ({created['id']})", out)
         with self.assertRaises(JobError) as e:
             await self.store.register_runner(token, "late")
         self.assertEqual(e.exception.status, 404)
 
         code, out, _ = self.cli("--json", "tokens", "list")
-        self.assertEqual([(t["token"], t["runners"]) for t in json.loads(out)], [(second, 1)])
+        [live] = json.loads(out)
+        self.assertEqual((live["prefix"], live["runners"], live["revoked"]),
+                         (second[:14], 1, False))
         code, out, _ = await self.run_admin("--json", "tokens", "list", "--all")
-        self.assertEqual({t["token"]: t["revoked"] for t in json.loads(out)},
-                         {token: True, second: False})
+        self.assertEqual({t["prefix"]: t["revoked"] for t in json.loads(out)},
+                         {token[:14]: True, second[:14]: False})
 
-        code, out, err = self.cli("tokens", "revoke", token)  # already revoked
+        for again in (token, token[:14], created["id"]):  # already revoked
+            code, out, err = self.cli("tokens", "revoke", again)
+            self.assertEqual((code, out), (1, ""))
+            self.assertEqual(err.strip().count("\n"), 0)
+            self.assertIn("unknown or already revoked registration token", err)
+
+        code, out, _ = await self.run_admin("--json", "tokens", "revoke", live["id"][:8])
+        self.assertEqual(json.loads(out), {"revoked": live["id"], "prefix": second[:14]})
+        self.assertEqual(await self.store.list_registration_tokens(), [])
+
+    async def test_a_token_prefix_two_tokens_share_is_refused(self):
+        one = await self.store.create_registration_token()
+        two = await self.store.create_registration_token()
+        clash = one.prefix
+        await self.store.pool.runOperation("UPDATE registration_tokens SET token_prefix = ?",
+                                           (clash,))
+        code, out, err = await self.run_admin("tokens", "revoke", clash)
         self.assertEqual((code, out), (1, ""))
-        self.assertEqual(err.strip().count("\n"), 0)
-        self.assertIn("unknown or already revoked registration token", err)
+        self.assertIn("is ambiguous (2 match)", err)
+        code, _, _ = await self.run_admin("tokens", "revoke", two.id)
+        self.assertEqual(code, 0)
+        self.assertEqual([t.id for t in await self.store.list_registration_tokens()], [one.id])
 
     # -- runners ---------------------------------------------------------------------------
 
@@ -138,7 +166,7 @@ class AdminTest(unittest.TestCase):
         self.assertIn("1 job(s) it was processing went back to pending", out)
         self.assertEqual([x.id for x in await self.store.list_runners()], [other.id])
         job = await self.store.get_job(tr.job.uuid)
-        self.assertEqual((job.state, job.runner_id, job.job_token),
+        self.assertEqual((job.state, job.runner_id, job.job_token_hash),
                          (JobState.PENDING, None, None))
 
         code, _, err = await self.run_admin("runners", "remove", other.id[:8])  # id prefix
@@ -227,7 +255,7 @@ class AdminTest(unittest.TestCase):
                                            "previousState": "Processing",
                                            "parentCancelled": []})
         job = await self.store.get_job(processing.uuid)
-        self.assertEqual((job.state, job.job_token), (JobState.CANCELLED, None))
+        self.assertEqual((job.state, job.job_token_hash), (JobState.CANCELLED, None))
         code, _, err = await self.run_admin("jobs", "cancel", processing.uuid)  # twice
         self.assertEqual(code, 1)
         self.assertIn("cancelled: cannot cancel it", err)
@@ -319,5 +347,5 @@ class UsageAndMissingStoreTest(unittest.TestCase):
         self.assertIn(DB_NAME, os.listdir(missing))
         store = await Store.open(data_dir=missing)
         self.addCleanup(store.close)
-        self.assertEqual([t.token for t in await store.list_registration_tokens()],
-                         [json.loads(out)["token"]])
+        self.assertEqual([t.prefix for t in await store.list_registration_tokens()],
+                         [json.loads(out)["token"][:14]])

@@ -183,7 +183,7 @@ class AdminAPITest(unittest.TestCase):
         self.assertEqual((a.code, a.body), (204, b""))
         self.assertEqual(await self.store.list_runners(), [])
         job = await self.store.get_job(job.uuid)
-        self.assertEqual((job.state, job.runner_id, job.job_token),
+        self.assertEqual((job.state, job.runner_id, job.job_token_hash),
                          (JobState.PENDING, None, None))
         self.assertEqual(self.notified, 1)
         self.assertProblem(await self.call("DELETE", f"{P}/{r.id}"), 404, "unknown_runner")
@@ -194,17 +194,23 @@ class AdminAPITest(unittest.TestCase):
         a = await self.call("POST", P + "/registration-tokens/generate")
         self.assertEqual((a.code, a.body), (204, b""))
         token_id = a.headers.getRawHeaders(b"x-registration-token-id")[0].decode()
+        # the token itself is in this answer only: the store keeps its hash
+        [token] = [t.decode() for t in a.headers.getRawHeaders(b"x-registration-token")]
+        self.assertTrue(token.startswith("ptrrt-"))
+        self.assertEqual(a.headers.getRawHeaders(b"cache-control"), [b"no-store"])
         [tok] = await self.store.list_registration_tokens()
-        self.assertEqual(tok.id, token_id)
-        await self.runner("a", token=tok.token)
+        self.assertEqual((tok.id, tok.token, tok.prefix), (token_id, None, token[:14]))
+        await self.runner("a", token=token)
         self.clock.advance(10)
         await self.call("POST", P + "/registration-tokens/generate")
         a = await self.call("GET", P + "/registration-tokens?sort=createdAt")
         self.assertEqual(a.code, 200, a.body)
         self.assertEqual(a.json["total"], 2)
         self.assertEqual(a.json["data"][0], {
-            "id": token_id, "registrationToken": tok.token, "createdAt": J.iso(T0),
-            "updatedAt": J.iso(T0), "registeredRunnersCount": 1, "revoked": False})
+            "id": token_id, "registrationToken": None, "registrationTokenPrefix": token[:14],
+            "createdAt": J.iso(T0), "updatedAt": J.iso(T0), "registeredRunnersCount": 1,
+            "revoked": False})
+        self.assertNotIn(token[14:].encode(), a.body)
         a = await self.call("GET", P + "/registration-tokens?count=1")
         self.assertEqual((a.json["total"], a.json["data"][0]["createdAt"]),
                          (2, J.iso(T0 + 10)))
@@ -212,7 +218,7 @@ class AdminAPITest(unittest.TestCase):
         self.assertEqual((await self.call(
             "POST", f"{P}/registration-tokens/{token_id}/revoke")).code, 204)
         with self.assertRaises(J.JobError):
-            await self.store.register_runner(tok.token, "late")
+            await self.store.register_runner(token, "late")
         self.assertProblem(await self.call("POST", f"{P}/registration-tokens/{token_id}/revoke"),
                            409)
         self.assertProblem(await self.call("POST", f"{P}/registration-tokens/nope/revoke"),
@@ -235,7 +241,7 @@ class AdminAPITest(unittest.TestCase):
         self.assertEqual([r.name for r in await self.store.list_runners()], [other.name])
         self.assertEqual((await self.store.get_job(job.uuid)).state, JobState.PENDING)
         self.assertEqual(self.notified, 1)
-        self.assertNotIn(tok.token, [t.token for t in await self.store.list_registration_tokens(
+        self.assertNotIn(tok.id, [t.id for t in await self.store.list_registration_tokens(
             include_revoked=True)])
         self.assertProblem(await self.call("DELETE", f"{P}/registration-tokens/{tok.id}"), 404,
                            "unknown_registration_token")
@@ -317,7 +323,7 @@ class AdminAPITest(unittest.TestCase):
         # a processing job: its runner's next update is refused
         self.assertEqual((await self.call("POST", f"{P}/jobs/{web.uuid}/cancel")).code, 204)
         job = await self.store.get_job(web.uuid)
-        self.assertEqual((job.state, job.job_token, job.finished_at),
+        self.assertEqual((job.state, job.job_token_hash, job.finished_at),
                          (JobState.CANCELLED, None, T0 + 7))
 
     async def test_delete_a_job_cancels_it_first_and_takes_its_children(self):

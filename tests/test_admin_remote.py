@@ -4,6 +4,7 @@ commands do on the same store."""
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -117,21 +118,27 @@ class RemoteAdminTest(unittest.TestCase):
         self.assertEqual(made["registerCommand"],
                          f"peertube-runner register --url {self.url} "
                          f"--registration-token {made['token']} --runner-name gpu")
-        self.assertEqual([t.token for t in await self.store.list_registration_tokens()],
-                         [made["token"]])
+        self.assertEqual([(t.id, t.prefix) for t in await self.store.list_registration_tokens()],
+                         [(made["id"], made["token"][:14])])
         code, out, _ = await self.remote("tokens", "create")
         second = out.split("Registration token: ")[1].split()[0]
         await self.store.register_runner(second, "box")
         await self.assertSame("tokens", "list")
         await self.assertSame("--json", "tokens", "list")
+        listed = (await self.remote("--json", "tokens", "list"))[1]
+        self.assertEqual(sorted(t["prefix"] for t in json.loads(listed)),
+                         sorted([made["token"][:14], second[:14]]))
+        self.assertNotIn(second, listed)  # shown once, by create
 
         code, out, err = await self.remote("tokens", "revoke", made["token"])
         self.assertEqual((code, err), (0, ""))
-        self.assertIn(f"Revoked registration token {made['token']}", out)
-        self.assertEqual([t.token for t in await self.store.list_registration_tokens()], [second])
+        self.assertIn(f"Revoked registration token {made['token'][:14]} ({made['id']})", out)
+        self.assertEqual([t.prefix for t in await self.store.list_registration_tokens()],
+                         [second[:14]])
         self.assertEqual(len(await self.store.list_runners()), 1)  # revoking keeps runners
-        self.assertEqual(await self.remote("tokens", "revoke", made["token"]),
-                         await self.local("tokens", "revoke", made["token"]))
+        for again in (made["token"], made["token"][:14], made["id"]):  # already revoked
+            self.assertEqual(await self.remote("tokens", "revoke", again),
+                             await self.local("tokens", "revoke", again))
         await self.assertSame("--json", "tokens", "list", "--all")
 
     # -- runners and jobs ------------------------------------------------------------------
@@ -189,10 +196,11 @@ class RemoteAdminTest(unittest.TestCase):
                                         size=2048)
         job = (await self.store.create_job(JobType.VOD_HLS, {"output": {"resolution": 720}},
                                            media_id=m.id)).job
-        code, out, err = await self.remote("media", "show", m.id)  # a media's page is open
+        code, out, err = await self.remote("media", "show", m.id)
         self.assertEqual((code, err), (0, ""))
-        self.assertIn(f"concert.mp4  3.0 MiB  {self.url}/api/v1/media/{m.id}/files/concert.mp4",
-                      out)
+        # its files as signed links (media_links)
+        self.assertRegex(out, rf"concert.mp4  3.0 MiB  {re.escape(self.url)}/api/v1/media/"
+                              rf"{m.id}/signed/[0-9]+/[0-9a-f]{{32}}/files/concert.mp4\n")
         self.assertIn(f"{job.uuid}  {JobType.VOD_HLS}  720         Pending", out)
         self.assertLess(out.index("Inputs:"), out.index("concert.mp4  3.0"))
         self.assertLess(out.index("Outputs:"), out.index("720p.mp4  2.0 KiB"))

@@ -19,6 +19,7 @@ from twisted.web import client
 
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobState, JobType
+from choir_protocol.tokens import hash_token
 from choir_twisted.runners import RunnerService
 from choir_twisted.store import Store
 
@@ -117,8 +118,8 @@ class DaemonRestartTest(DaemonTestCase):
         a = await runner.post(f"{P}/jobs/{job.uuid}/update", {**creds, "progress": 40})
         self.assertEqual(a.code, 204, a.body)
         before = await store.get_job(job.uuid)
-        self.assertEqual((before.state, before.progress, before.job_token),
-                         (JobState.PROCESSING, 40, job_token))
+        self.assertEqual((before.state, before.progress, before.job_token_hash),
+                         (JobState.PROCESSING, 40, hash_token(job_token)))
 
         returncode = await threads.deferToThread(stop, first)
         self.assertIsNotNone(first.process.poll())
@@ -304,8 +305,8 @@ class WatchdogTest(unittest.TestCase):
         await until(lambda: any(t > alive_since + 3 * self.STALL for t in self.watchdog_runs),
                     20, "watchdog passes well past the stall timeout")
         job = await self.store.get_job(alive.uuid)
-        self.assertEqual((job.state, job.job_token, job.runner_id),
-                         (JobState.PROCESSING, accepted["jobToken"], job.runner_id))
+        self.assertEqual((job.state, job.job_token_hash, job.runner_id),
+                         (JobState.PROCESSING, hash_token(accepted["jobToken"]), job.runner_id))
         self.assertIsNotNone(job.runner_id)
         self.assertGreater(len(beats), 3)
         self.assertEqual(set(beats), {204})

@@ -8,6 +8,7 @@ from twisted.trial import unittest
 
 from choir_protocol import jobs as J
 from choir_protocol.jobs import JobError, JobState, JobType
+from choir_protocol.tokens import hash_token, token_prefix
 from choir_twisted.store import DB_NAME, StaleJob, Store
 
 T0 = 1_700_000_000.0
@@ -45,8 +46,9 @@ class StoreTest(StoreFixture, unittest.TestCase):
 
     async def test_registration_tokens_and_runners(self):
         tok = await self.store.create_registration_token(now=T0)
-        self.assertEqual([t.token for t in await self.store.list_registration_tokens()],
-                         [tok.token])
+        self.assertEqual([(t.id, t.token, t.prefix)
+                          for t in await self.store.list_registration_tokens()],
+                         [(tok.id, None, token_prefix(tok.token))])  # shown once
         r = await self.store.register_runner(tok.token, "r1", ip="10.0.0.1", now=T0)
         self.assertTrue(r.token.startswith("ptrt-"))
         with self.assertRaises(JobError) as e:
@@ -98,7 +100,8 @@ class StoreTest(StoreFixture, unittest.TestCase):
         self.assertEqual(losses[0].code, "runner_job_not_in_pending_state")
         self.assertTrue(wins[0].job_token.startswith("ptrjt-"))
         stored = await self.store.get_job(tr.job.uuid)
-        self.assertEqual((stored.state, stored.job_token), (JobState.PROCESSING, wins[0].job_token))
+        self.assertEqual((stored.state, stored.job_token, stored.job_token_hash),
+                         (JobState.PROCESSING, None, hash_token(wins[0].job_token)))
 
     async def test_stale_record_cannot_be_saved(self):
         r = await self.runner()
@@ -219,3 +222,102 @@ class StoreTest(StoreFixture, unittest.TestCase):
         self.assertEqual((await self.store.get_job(tr.job.uuid)).uuid, tr.job.uuid)
         self.store.close()
         self.assertIsNone(self.store._reader_conn())  # closed: nothing is reopened
+
+
+def stored_bytes(directory) -> bytes:
+    """Everything of the store on disk: the database, its WAL and its shared memory."""
+    out = b""
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            with open(os.path.join(directory, DB_NAME + suffix), "rb") as f:
+                out += f.read()
+        except FileNotFoundError:
+            pass
+    return out
+
+
+KINDS = ("choir-op-", "ptrrt-", "ptrt-", "ptrjt-", "choir-")  # the tokens' prefixes
+
+
+def assertNotStored(test, directory, token, seen=None):
+    """Neither the token nor its random part is anywhere in the store's files; ``seen``
+    (text the store does keep) is, so the files are read as they are stored."""
+    data = stored_bytes(directory)
+    if seen is not None:
+        test.assertTrue(seen.encode() in data, f"{seen!r} is not in the store's files")
+    kind = next(k for k in KINDS if token.startswith(k))
+    for needle in (token, token[len(kind):]):
+        test.assertFalse(needle.encode() in data, f"{needle!r} is in the store's files")
+
+
+class TokensAtRestTest(StoreFixture, unittest.TestCase):
+    """Each kind of token works, shown once, and is nowhere in the store's files."""
+
+    async def checkpointed(self):
+        await self.store.pool.runQuery("PRAGMA wal_checkpoint(PASSIVE)")
+        return self.dir
+
+    async def test_no_token_is_kept_in_clear(self):
+        reg = await self.store.create_registration_token(now=T0)
+        runner = await self.store.register_runner(reg.token, "r1", now=T0)
+        tr = await self.store.create_job(JobType.VOD_HLS, {}, now=T0)
+        job = await self.store.accept(tr.job.uuid, runner.id, now=T0 + 1)
+        api = await self.store.create_api_token("website-uploads", now=T0)
+        operator, operator_token = await self.store.create_operator_token("ops", now=T0)
+        tokens = [reg.token, runner.token, job.job_token, api.token, operator_token]
+        self.assertEqual([t.split("-")[0] for t in tokens],
+                         ["ptrrt", "ptrt", "ptrjt", "choir", "choir"])
+        directory = await self.checkpointed()
+        for token in tokens:
+            assertNotStored(self, directory, token, seen="website-uploads")
+
+        # each one still authenticates, looked up by its hash
+        self.assertEqual((await self.store.runner_by_token(runner.token, now=T0 + 2)).id,
+                         runner.id)
+        stored = await self.store.get_job(job.uuid)
+        self.assertIs(J.check_job_token(stored, job.job_token, runner.id), stored)
+        self.assertTrue(await self.store.api_token_valid(api.token))
+        self.assertEqual((await self.store.operator_by_token(operator_token, now=T0)).id,
+                         operator.id)
+        self.assertEqual((await self.store.register_runner(reg.token, "r2", now=T0)).name, "r2")
+
+        # a copy of the store gives only hashes, and a hash is not a token
+        with self.assertRaises(JobError) as e:
+            await self.store.runner_by_token(hash_token(runner.token))
+        self.assertEqual(e.exception.code, "unknown_runner_token")
+        with self.assertRaises(JobError):
+            J.check_job_token(stored, stored.job_token_hash, runner.id)
+        self.assertFalse(await self.store.api_token_valid(hash_token(api.token)))
+        self.assertIsNone(await self.store.operator_by_token(hash_token(operator_token)))
+        with self.assertRaises(JobError) as e:
+            await self.store.register_runner(hash_token(reg.token), "r3")
+        self.assertEqual(e.exception.code, "unknown_registration_token")
+
+        # listings tell tokens apart by a prefix, and never give the token again
+        [listed] = await self.store.list_registration_tokens()
+        self.assertEqual((listed.token, listed.prefix), (None, reg.token[:14]))
+        [listed] = await self.store.list_api_tokens()
+        self.assertEqual((listed.token, listed.prefix, listed.name),
+                         (None, api.token[:14], "website-uploads"))
+        self.assertEqual({r.token for r in await self.store.list_runners()}, {None})
+        self.assertIsNone((await self.store.runner_by_token(runner.token)).token)
+        self.assertIsNone(stored.job_token)
+
+        # revoking works by the token as before, and by the hash a listing gives
+        self.assertTrue(await self.store.revoke_api_token_hash(listed.token_hash))
+        self.assertFalse(await self.store.api_token_valid(api.token))
+        self.assertFalse(await self.store.revoke_api_token(api.token))
+        self.assertTrue(await self.store.revoke_registration_token(reg.token))
+        with self.assertRaises(JobError):
+            await self.store.register_runner(reg.token, "r4")
+
+    async def test_a_runner_is_told_apart_from_its_registration_token(self):
+        reg = await self.store.create_registration_token(now=T0)
+        runner = await self.store.register_runner(reg.token, "r1", now=T0)
+        [listed] = await self.store.list_runners()
+        self.assertEqual(listed.registration_token_hash, hash_token(reg.token))
+        [(token, count)] = (await self.store.registration_tokens_page()).items
+        self.assertEqual((token.id, count), (reg.id, 1))
+        self.assertEqual(await self.store.delete_registration_token(reg.id, now=T0), (1, 0))
+        with self.assertRaises(JobError):
+            await self.store.runner_by_token(runner.token)
