@@ -407,8 +407,10 @@ class Room:
         self.log.info("Session {id} ended ({reason}): {mixed} mix chunks, {n} singers mixed",
                       id=session.id, reason=reason, mixed=mixer.next_mix, n=mixer.checked_in)
         for voice in mixer.voices.values():
+            # repr: a singer's words reach the log with control characters escaped
             self.log.info("  {name} ({group}): {state}, {chunks} chunks, {late} late, {missing} missing",
-                          name=voice.name or str(voice.key), group=voice.group, state=voice.state.value,
+                          name=repr(voice.name) if voice.name else str(voice.key),
+                          group=repr(voice.group), state=voice.state.value,
                           chunks=voice.delivered, late=voice.late, missing=voice.missing)
 
     def _start_recording(self, session: Session) -> None:

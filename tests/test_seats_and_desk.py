@@ -303,3 +303,18 @@ def test_refusals_repeated_in_a_loop_log_a_line_then_a_count():
     refusals = [e for e in events if "10.0.0.9" in str(e.get("subject", ""))]
     assert len(refusals) == 2  # the first refusal, then "Refused N more ... in the last 10 s"
     assert refusals[1]["n"] == 199
+
+
+def test_control_characters_of_a_peer_never_reach_the_log_raw():
+    from twisted.logger import capturedLogs, formatEvent
+    daemon = MemoryDaemon()
+    with capturedLogs() as events:
+        daemon.singer("\x1b[2J\x1b[31mEvil\rAnn", "Alto\x07", voice=voice_signal(20, seed=1))
+        director = daemon.raw_peer("director")
+        director.send(Header(client_version="\x1b]0;pwned\x07").to_bytes())
+        singers_session(daemon, daemon.director(), 20)  # its summary names each singer
+        daemon.room.stop()
+    text = "\n".join(formatEvent(e) for e in events)
+    assert "Evil" in text and "pwned" in text and "Alto" in text  # logged, escaped
+    assert "chunks, 0 late" in text
+    assert not any(c in text for c in "\x1b\x07\r")
