@@ -25,6 +25,9 @@ DESK_LIST_BUDGET = (5.0, 10.0)
 DESK_GAIN_BUDGET = (250.0, 500.0)  # a whole group's gains change at once
 SINGER_BACKLOG_LIMIT = 512 * 1024  # about 11 s of track held back for a singer not reading
 DIRECTOR_BACKLOG_LIMIT = 1024 * 1024  # about 12 s of mix held back for a director not reading
+# The kernel's own send buffer grows to megabytes (a minute of mix) before we see a director
+# that does not read; 128 KiB is still 1.5 s of mix, ample for any round trip.
+DIRECTOR_SEND_BUFFER = 128 * 1024
 RECV_BYTES = 65536
 IPTOS_LOWDELAY = 0x10
 
@@ -219,6 +222,11 @@ class DirectorProtocol(_RehearsalProtocol):
 
     def connectionMade(self):
         super().connectionMade()
+        try:
+            self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                                  DIRECTOR_SEND_BUFFER)
+        except (AttributeError, OSError):
+            pass  # not a socket (tests' in-memory transports)
         self.output = output_for(self.transport, DIRECTOR_BACKLOG_LIMIT)
 
     def dataReceived(self, data):

@@ -18,7 +18,8 @@ from choir_protocol.connections import DirectorClientConnection, SingerClientCon
 from choir_protocol.constants import FRAMES_PER_CHUNK, TRACK_CHUNK_SIZE, VOCAL_GROUPS
 from choir_protocol.events import MixChunk, SessionStarted
 from choir_protocol.header import Header
-from choir_twisted.protocols import DIRECTOR_BACKLOG_LIMIT, SINGER_BACKLOG_LIMIT
+from choir_twisted.protocols import (DIRECTOR_BACKLOG_LIMIT, DIRECTOR_SEND_BUFFER,
+                                     SINGER_BACKLOG_LIMIT)
 from tests.daemon_helpers import FaultySinger, TcpDaemon, mismatch, stereo_track, within
 from tests.simulated import SimulatedDirector, SimulatedSinger
 
@@ -199,13 +200,15 @@ class DirectorFaultTests(unittest.TestCase):
         stays bounded (DIRECTOR_BACKLOG_LIMIT); it is dropped past the limit, the session
         ends and the singers are told, and the next director's session works."""
         daemon = TcpDaemon(self, window=30)
-        daemon.ports["director"].socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
         chunks = 6000  # about 6 MB of mix, which an unbounded daemon would hold
         track = stereo_track(chunks, seed=19)
         singers = [SimulatedSinger(reactor, "Fast", pace=False)]
         await daemon.connect_singers(singers)
         await daemon.connect("director", NonReadingDirector(track))
         server_bad = daemon.factories["director"].built[0]
+        # the kernel's buffer is kept small, else it holds a minute of mix before we see it
+        self.assertLessEqual(server_bad.transport.getHandle().getsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF), 2 * DIRECTOR_SEND_BUFFER)  # Linux doubles it
         held = []
         daemon.room.tick_hooks.append(
             lambda: held.append(held_for(server_bad) if server_bad.connected else 0))
