@@ -11,7 +11,7 @@ DEMO_PACKAGES := ffmpeg fonts-dejavu-core libportaudio2
 APT_PACKAGES := $(DEMO_PACKAGES) jackd2 systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test run bench system-packages demo-packages clean
+.PHONY: demo test run bench fuzz system-packages demo-packages clean
 
 demo: demo-packages $(VENV)/.installed
 	$(BIN)/choir-demo
@@ -24,6 +24,11 @@ run: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/capacity.py
+
+# every parser a client reaches, 100 000 generated cases each (FUZZ_CASES=N to change)
+FUZZ_CASES ?= 100000
+fuzz: $(VENV)/.installed
+	$(BIN)/python bench/fuzz.py --cases $(FUZZ_CASES)
 
 # Only what is missing is installed; apt-get update runs at most once.
 demo-packages: override APT_PACKAGES := $(DEMO_PACKAGES)

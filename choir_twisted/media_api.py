@@ -24,7 +24,7 @@ import re
 import tempfile
 
 from klein import Klein
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.web import static
 
@@ -69,12 +69,28 @@ def _problems(fn):
             return await fn(self, request, *args, **kw)
         except JobError as e:
             return None if request.startedWriting else _problem(request, e)
-        except Exception:
+        except Exception as e:
+            if isinstance(e, defer.CancelledError) and getattr(request, "_disconnected", False):
+                return None  # the client hung up and Klein cancelled us: nobody to answer
             log.failure("Media API {path} failed", path=request.path)
             if request.startedWriting:
                 return None
             return _problem(request, JobError("internal_error", 500, "internal server error"))
     return wrapper
+
+
+def _servable_ranges(leaf, ranges: bytes) -> bool:
+    """Whether twisted's static.File answers this Range header without a 500: it decodes a
+    malformed one to log it (a non-ASCII one raises), and fails on several ranges that all
+    miss the file. Else the whole file is sent, as a server may (RFC 9110, 14.2)."""
+    if not ranges.isascii():
+        return False
+    try:
+        parsed = leaf._parseRangeHeader(ranges)
+    except ValueError:
+        return True  # malformed: static.File ignores it itself
+    return len(parsed) == 1 or any(leaf._rangeToOffsetAndSize(start, end) != (0, 0)
+                                   for start, end in parsed)
 
 
 def _webhook(value):
@@ -199,11 +215,12 @@ class MediaAPI:
             if await self.store.get_media(media_id) is None:
                 raise unknown_media(media_id)
             raise JobError("file_not_found", 404, f"media {media_id} has no file {name}")
+        leaf = static.File(files[-1].path, defaultType="application/octet-stream")
         ranges = request.getHeader(b"range")
-        if ranges is not None and ranges.count(b",") >= MAX_RANGES:
+        if ranges is not None and (ranges.count(b",") >= MAX_RANGES
+                                   or not _servable_ranges(leaf, ranges)):
             # 100 x "bytes=0-" in 400 bytes asked for 100 copies: players ask for one range
             request.requestHeaders.removeHeader(b"range")
-        leaf = static.File(files[-1].path, defaultType="application/octet-stream")
         leaf.contentTypes = {**leaf.contentTypes, **CONTENT_TYPES}
         leaf.isLeaf = True
         return leaf  # static.File streams it, with HEAD and Range

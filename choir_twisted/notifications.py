@@ -284,7 +284,8 @@ class SocketIOResource(resource.Resource):
         self._websocket = WebSocketResource(hub.factory)
 
     def render(self, request):
-        params = {k.decode(): [v.decode(errors="replace") for v in vs] for k, vs in request.args.items()}
+        params = {k.decode(errors="replace"): [v.decode(errors="replace") for v in vs]
+                  for k, vs in request.args.items()}  # a key may be junk too (%ff)
         problem = _query_problem(params)
         if problem is None and (request.getHeader("upgrade") or "").lower() != "websocket":
             problem = (3, "Bad request: a WebSocket upgrade is expected")

@@ -547,23 +547,39 @@ class RunnerAPI:
             f = open(path, "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise file_not_found(what)
+        sender = _FileSender()
         try:
             size = os.fstat(f.fileno()).st_size
             ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
             request.setResponseCode(200)
             request.setHeader(b"content-type", ctype.encode())
             request.setHeader(b"content-length", str(size).encode())
-            await FileSender().beginFileTransfer(f, request)
-        except Exception:
-            if not request.startedWriting:
+            await sender.beginFileTransfer(f, request)
+        except Exception as e:
+            # The runner went away: mid-file, or before the first byte (its connection
+            # stopped the sender, or Klein cancelled us). Anything else before the first
+            # byte is ours to answer.
+            if not (request.startedWriting or sender.stopped
+                    or isinstance(e, defer.CancelledError)):
                 raise
-            # the runner went away mid-file: nothing more to say to it, and the sender
-            # must not stay registered on a finished request
-            if request.producer is not None:
+            # nothing more to say to it, and the sender must not stay registered on a
+            # finished request (a lost connection has taken the channel already)
+            if request.producer is not None and request.channel is not None:
                 request.unregisterProducer()
         finally:
             f.close()
         return None
+
+
+class _FileSender(FileSender):
+    """A FileSender that remembers being stopped (by a connection going away): its Deferred
+    fails with a bare Exception, before it forgets it."""
+
+    stopped = False
+
+    def stopProducing(self):
+        self.stopped = True
+        super().stopProducing()
 
 
 def _unlink(path):
@@ -590,6 +606,9 @@ class _Root(resource.Resource):
         if name == b"socket.io":
             return self._socketio
         request.postpath.insert(0, request.prepath.pop())
+        unroutable = _unroutable(request)
+        if unroutable is not None:
+            return _Refusal(bad_request(unroutable))
         if self._media is not None and request.postpath[:3] == [b"api", b"v1", b"media"]:
             return self._media
         if self._admin is not None:
@@ -599,4 +618,37 @@ class _Root(resource.Resource):
         return self._app
 
     def render(self, request):
+        unroutable = _unroutable(request)
+        if unroutable is not None:
+            return _problem(request, bad_request(unroutable))
         return self._app.render(request)
+
+
+def _unroutable(request) -> str | None:
+    """Why Klein cannot route ``request``, or None. Klein logs a traceback for a path or a
+    Host that is not UTF-8, and werkzeug raises (a 500) for a host name IDNA cannot encode
+    (a label over 63 characters, an empty one): a client's junk, answered as a 400 here."""
+    host = request.getRequestHostname()
+    port = getattr(request.getHost(), "port", 0)
+    if port and (request.isSecure(), port) not in ((True, 443), (False, 80)):
+        host += b":%d" % port  # as Klein gives it to werkzeug
+    try:
+        b"/".join(request.prepath + request.postpath).decode("utf-8")
+    except UnicodeDecodeError:
+        return "the path is not UTF-8"
+    try:
+        host.decode("utf-8").lower().encode("idna")
+    except UnicodeError:
+        return "the Host header is not a host name"
+    return None
+
+
+class _Refusal(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, error: JobError):
+        super().__init__()
+        self.error = error
+
+    def render(self, request):
+        return _problem(request, self.error)
