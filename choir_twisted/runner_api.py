@@ -547,7 +547,7 @@ class RunnerAPI:
             f = open(path, "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise file_not_found(what)
-        sender = _FileSender()
+        sender, channel = _FileSender(), request.channel
         try:
             size = os.fstat(f.fileno()).st_size
             ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
@@ -562,10 +562,11 @@ class RunnerAPI:
             if not (request.startedWriting or sender.stopped
                     or isinstance(e, defer.CancelledError)):
                 raise
-            # nothing more to say to it, and the sender must not stay registered on a
-            # finished request (a lost connection has taken the channel already)
-            if request.producer is not None and request.channel is not None:
-                request.unregisterProducer()
+            # nothing more to say to it; and the channel must stop pulling the sender (the
+            # file is closed below), also when the request has lost its channel already
+            if request.producer is not None:
+                channel.unregisterProducer()
+                request.producer = None
         finally:
             f.close()
         return None
