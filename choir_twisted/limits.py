@@ -180,7 +180,7 @@ class LimitedFactory(WrappingFactory):
         self.limits, self.group = limits, group
 
     def logPrefix(self):
-        return _log_prefix(self.wrappedFactory)  # "RoomFactory starting on ...", as before
+        return _log_prefix(self.wrappedFactory)  # "Singer port starting on ...", as before
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)

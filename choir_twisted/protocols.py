@@ -367,3 +367,10 @@ class RoomFactory(protocol.Factory):
 
     def buildProtocol(self, addr):
         return self.protocol_class(self.room, self.other_port)
+
+    def logPrefix(self):
+        """Names the port in Twisted's "... starting on PORT" line."""
+        return f"{self.protocol_class.role.capitalize()} port"
+
+    def __repr__(self):  # Twisted's "Starting factory ..." line
+        return f"<{type(self).__name__} for the {self.protocol_class.role} port>"

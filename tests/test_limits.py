@@ -162,7 +162,7 @@ class ConnectionLimitsTest(unittest.TestCase):
         factory = L.LimitedFactory(Recording(room, SingerProtocol), limits, L.REHEARSAL)
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        self.assertEqual(port.factory.logPrefix(), "Recording")  # "RoomFactory starting on"
+        self.assertEqual(port.factory.logPrefix(), "Singer port")  # the wrapped factory's
         client = socket.create_connection(("127.0.0.1", port.getHost().port))
         self.addCleanup(client.close)
 

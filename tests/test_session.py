@@ -127,6 +127,8 @@ class TwistdProcessTest(unittest.TestCase):
         log = open(log_file).read()
         self.assertIn("ended (complete)", log)
         self.assertIn("singer0", log)
+        for role, listener in (("Singer", "singers"), ("Director", "director"), ("Desk", "desk")):
+            self.assertIn(f"{role} port starting on {daemon.ports[listener]}", log)  # which is which
         self.assertIn("Server Shut Down", log)
 
 
