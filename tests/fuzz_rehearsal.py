@@ -44,7 +44,7 @@ MOVES = st.one_of(
     st.tuples(st.just("end")),  # ... and its end
     st.tuples(st.just("desk"), DESK_REQUESTS),
     st.tuples(st.just("abort"), st.integers(0, 3)),  # a singer drops out
-    st.tuples(st.just("mute"), st.integers(0, 3)),  # a singer stops singing (not reading)
+    st.tuples(st.just("mute"), st.integers(0, 3)),  # a singer stops singing (it still reads)
     st.tuples(st.just("close"), st.integers(0, 7)),
     st.tuples(st.just("wait"), st.sampled_from([0.04, 0.2, 1.0])),  # peers react each tick
     st.tuples(st.just("jump"), st.sampled_from([5.5, 10.5, 31.0, 125.0])))  # they do not
