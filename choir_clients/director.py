@@ -34,13 +34,14 @@ from choir_protocol.constants import (CHUNKS_PER_SECOND, DIRECTOR_LEAD_CHUNKS, F
 from choir_protocol.errors import ProtocolError
 from choir_protocol.events import MixChunk, Refused, SessionRefused
 from choir_protocol.header import Header
+from choir_protocol.version import program_version
 
 from . import media
 from .cli import parse_options, plain_reason
 from .desk_client import (DeskClient, DeskError, RememberedGains, connect_desk,
                           format_gain, run_desk_command)
 
-CLIENT_VERSION = "choir-director 0.1"
+CLIENT_VERSION = program_version("choir-director")  # also sent in the header
 PLAYBACK_BUFFER_CHUNKS = int(2 * CHUNKS_PER_SECOND)  # 1.1.3's director: 2 s before playing
 IDLE_TIMEOUT = 45.0  # seconds without a byte from the server (it drops stalled sessions at 30)
 REFUSED_HELP = ("The server refused the session: another director is running a session, or no "

@@ -27,6 +27,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from choir_protocol.version import program_version
+
 from . import runner_jobs
 from .cli import parse_options
 from .config import ConfigError, load_config, save_config
@@ -35,7 +37,7 @@ from .runner_socket import NotificationClient
 
 PROGRAM = "choir-runner"
 CONFIG = "runner"  # -> runner.json
-VERSION = "choir-runner 0.1.0"
+VERSION = program_version("choir-runner")
 AGAIN_AFTER = 2.5  # seconds: ask again after a round that found a job
 ABORT_REASON = "The runner is shutting down"
 

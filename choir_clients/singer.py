@@ -31,6 +31,7 @@ from choir_protocol.constants import (FRAMES_PER_CHUNK, IDLE_TIMEOUT, KEEPALIVE_
 from choir_protocol.errors import ProtocolError
 from choir_protocol.events import KeepAlive, Refused, SessionEnded, SessionStarted, TrackAudio
 from choir_protocol.header import Header
+from choir_protocol.version import program_version
 
 from .cli import parse_options, plain_reason
 from .singer_session import (BUFFER_CHUNKS, ERROR_BUDGET, DeviceUnderrun, DroppedOut, Finished,
@@ -47,11 +48,7 @@ EXIT_OK, EXIT_ERROR, EXIT_UNCALIBRATED = 0, 1, 2
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
-        return f"choir-singer {version('choir')}"
-    except Exception:  # pragma: no cover - not installed
-        return "choir-singer"
+    return program_version("choir-singer")
 
 
 # -- command line ---------------------------------------------------------------------------
