@@ -11,8 +11,12 @@ calibrated. The audio callback runs a ``SingerSession`` (choir_clients.singer_se
 on the device's thread; the network, the encoder and the display run on the reactor.
 Commands go to the audio thread through a queue, results come back with
 ``reactor.callFromThread``.
+
+Beside: the command line (singer_options), the card and its calibration (singer_cards:
+a real card, ``--simulate``'s simulated one, or ``--input-file``'s recording), and the
+calibrate command (singer_calibrate). What was given on the command line is saved only
+once a server accepted the singer, so a value that does not work is never remembered.
 """
-import datetime
 import getpass
 import math
 import queue
@@ -22,9 +26,9 @@ import traceback
 import numpy as np
 from twisted.internet import defer, endpoints, protocol, task, threads
 from twisted.logger import Logger
-from twisted.python import usage
 
 from choir_protocol.adpcm import MonoEncoder, StereoDecoder
+from choir_protocol.addresses import AddressError, format_server, parse_server
 from choir_protocol.connections import SingerClientConnection
 from choir_protocol.constants import (FRAMES_PER_CHUNK, IDLE_TIMEOUT, KEEPALIVE_INTERVAL,
                                       SAMPLE_RATE, VOCAL_GROUPS)
@@ -33,157 +37,32 @@ from choir_protocol.events import KeepAlive, Refused, SessionEnded, SessionStart
 from choir_protocol.header import Header
 from choir_protocol.version import program_version
 
-from .cli import parse_options, plain_reason
+from .cli import plain_reason
+from .singer_calibrate import EXIT_ERROR, EXIT_OK, PROGRAM, calibrate, first_line
+from .singer_cards import (NotCalibrated, calibrated_latency, chosen_card, load_voice,  # noqa: F401
+                           sound_card, stored_calibration)
+from .singer_options import (DEFAULT_PORT, DEFAULT_SERVER, CalibrateOptions, Options,  # noqa: F401
+                             given_settings, parse)
 from .singer_session import (BUFFER_CHUNKS, ERROR_BUDGET, DeviceUnderrun, DroppedOut, Finished,
                              LateChunk, PlaybackStarted, SingerSession, VoiceChunk)
 from .terminal import SILENCE_DB, LineRenderer, level_bar
 
-PROGRAM = "singer"
-DEFAULT_PORT = 8868
-DEFAULT_SERVER = "localhost"
 BACKOFF = (1.0, 30.0)  # first and longest wait before reconnecting (doubling)
 STOP_TIMEOUT = 3.0  # seconds Ctrl-C waits for the goodbye (-2) to go out
+# A server that kept the connection this long without refusing it (our daemon refuses at
+# once) accepted the singer: what was given on the command line is then remembered.
+ACCEPT_SECONDS = 1.0
 
-EXIT_OK, EXIT_ERROR, EXIT_UNCALIBRATED = 0, 1, 2
+EXIT_UNCALIBRATED = 2
 
 
 def _version() -> str:
     return program_version("choir-singer")
 
 
-# -- command line ---------------------------------------------------------------------------
-
-def _group(value: str) -> str:
-    for group in VOCAL_GROUPS:
-        if value.strip().lower() == group.lower():
-            return group
-    raise ValueError(f"unknown group {value!r}")
-
-
-_group.coerceDoc = ""
-
-_DEVICE_HELP = ("The sound card {}: a name or number from --list-devices (default: the one "
-                "remembered, else the system's default).")
-
-
-def _show_version():
-    """Show the version and exit."""
-    print(_version())
-    sys.exit(0)
-
-
-class CalibrateOptions(usage.Options):
-    longdesc = (
-        "Measure how long sound takes from your speakers to your microphone, so that your "
-        "singing lines up with the choir. Turn the volume up and put your headphones right "
-        "against the microphone (or use loudspeakers), keep quiet, and let it play a rising tone "
-        "for a few seconds. Do it again whenever you change sound card, headphones or "
-        "microphone: the result is remembered for these devices, and singing needs it.")
-    optParameters = [
-        ["input-device", "i", None, _DEVICE_HELP.format("of your microphone")],
-        ["output-device", "o", None, _DEVICE_HELP.format("of your headphones")],
-        ["seconds", None, 3.0, "How long to measure.", float],
-    ]
-
-    def getSynopsis(self):
-        return "Usage: choir-singer calibrate [options]"
-
-    def opt_version(self):
-        """Show the version and exit."""
-        _show_version()
-
-    def postOptions(self):
-        if not 0.5 <= self["seconds"] <= 30:
-            raise usage.UsageError("--seconds must be between 0.5 and 30")
-
-
-class Options(usage.Options):
-    synopsis = "Usage: choir-singer [options]\n       choir-singer calibrate [options]"
-    longdesc = (
-        "Sing in an online choir rehearsal. You hear the director's track in your headphones "
-        "and sing along; your voice is sent to the rehearsal server, which lines it up with "
-        "the other singers to the sample. Calibrate first (choir-singer calibrate), then run "
-        "choir-singer --server HOST and leave it running: it waits for the director, sings "
-        "every session, and reconnects by itself if the connection drops. Ctrl-C to leave. "
-        "Name, group, server, gain and sound cards are remembered once given.")
-    optFlags = [
-        ["list-devices", "l", "List the sound cards and exit."],
-    ]
-    optParameters = [
-        ["server", "s", None, f"Rehearsal server host name or address (default: the one "
-                              f"remembered, else {DEFAULT_SERVER})."],
-        ["port", "p", None, f"Singer port of the server (default: remembered, else "
-                            f"{DEFAULT_PORT}).", int],
-        ["name", "n", None, "Your name, as the director sees it (default: remembered, else your "
-                            "login name)."],
-        ["group", "g", None, "Your voice: " + ", ".join(VOCAL_GROUPS) + ".", _group],
-        ["input-device", "i", None, _DEVICE_HELP.format("of your microphone")],
-        ["output-device", "o", None, _DEVICE_HELP.format("of your headphones")],
-        ["gain", None, None, "Microphone gain in dB, applied before sending (default: "
-                             "remembered, else 0).", float],
-    ]
-    subCommands = [
-        ["calibrate", None, CalibrateOptions, "Measure your sound card's latency (do it first)."],
-    ]
-
-    def opt_version(self):
-        """Show the version and exit."""
-        _show_version()
-
-    def postOptions(self):
-        if self["port"] is not None and not 0 < self["port"] < 65536:
-            raise usage.UsageError("--port must be between 1 and 65535")
-        if self["gain"] is not None and not -40 <= self["gain"] <= 40:
-            raise usage.UsageError("--gain must be between -40 and 40 dB")
-
-
-# -- configuration ------------------------------------------------------------------------
-
-class NotCalibrated(Exception):
-    """Singing cannot start: no calibration for these devices."""
-
-
-def _device_key(name) -> str | None:
-    return None if name in (None, "") else str(name)
-
-
-def _describe_device(name) -> str:
-    return "the default device" if name is None else repr(name)
-
-
-def chosen_devices(options, config) -> tuple:
-    """(input, output): given on the command line, else remembered, else None (default)."""
-    return tuple(_device_key(options[key] if options[key] is not None else config.get(field))
-                 for key, field in (("input-device", "input_device"),
-                                    ("output-device", "output_device")))
-
-
-def calibrated_latency(config: dict, input_device, output_device) -> int:
-    """The calibrated latency in samples for these devices, or NotCalibrated."""
-    calibration = config.get("calibration")
-    if not calibration or "latency_samples" not in calibration:
-        raise NotCalibrated(
-            "Your sound card is not calibrated yet, so your singing would not line up with the "
-            "choir. Run `choir-singer calibrate` first" + _device_args(input_device, output_device)
-            + ".")
-    devices = (_device_key(calibration.get("input_device")),
-               _device_key(calibration.get("output_device")))
-    if devices != (input_device, output_device):
-        raise NotCalibrated(
-            f"The calibration was made for other sound cards (input {_describe_device(devices[0])}, "
-            f"output {_describe_device(devices[1])}); you chose input "
-            f"{_describe_device(input_device)}, output {_describe_device(output_device)}. Run "
-            f"`choir-singer calibrate`{_device_args(input_device, output_device)} first.")
-    return int(calibration["latency_samples"])
-
-
-def _device_args(input_device, output_device) -> str:
-    args = ""
-    if input_device is not None:
-        args += f" --input-device {input_device!r}"
-    if output_device is not None:
-        args += f" --output-device {output_device!r}"
-    return args and " with" + args
+def _peak_db(samples, gain: float) -> float:
+    peak = float(np.max(np.abs(samples))) * gain if len(samples) else 0.0
+    return 20 * math.log10(peak) if peak > 1e-9 else SILENCE_DB
 
 
 # -- the client -----------------------------------------------------------------------------
@@ -240,7 +119,12 @@ class _Link(protocol.Protocol):
 
 
 class SingerClient:
-    """Connects, sings every session, reconnects; ``done`` fires with the exit status."""
+    """Connects, sings every session, reconnects; ``done`` fires with the exit status.
+
+    ``voice``: a recording (mono float32) sung instead of the microphone, chunk i with
+    track chunk i (see SingerSession). ``on_accepted()`` is called once, when a server
+    first accepted the singer (a session started, or ACCEPT_SECONDS without a refusal).
+    """
 
     log = Logger()
 
@@ -249,7 +133,7 @@ class SingerClient:
                  buffer_chunks: int = BUFFER_CHUNKS, error_budget: int = ERROR_BUDGET,
                  keepalive_interval: float = KEEPALIVE_INTERVAL,
                  idle_timeout: float = IDLE_TIMEOUT, backoff: tuple = BACKOFF,
-                 refresh: float = 0.1):
+                 refresh: float = 0.1, voice=None, on_accepted=None):
         self.reactor = reactor
         self.device = device
         self.host, self.port = host, port
@@ -263,6 +147,10 @@ class SingerClient:
         self.idle_timeout = idle_timeout
         self.backoff_min, self.backoff_max = backoff
         self.refresh = refresh
+        self.voice = voice
+        self.on_accepted = on_accepted
+        self.accepted = False
+        self._accepting = None  # the delayed call that counts the server as accepting
         self.done = defer.Deferred()
         self.state = "starting"
         self.warning = ""
@@ -301,6 +189,7 @@ class SingerClient:
             return self._stopped_deferred()
         self._stopping = True
         self._exit_code = code
+        self._cancel_accepting()
         if self._session is not None and not self._session[1].over:
             self.display.note(f"Leaving session {self._session[1].number}: telling the server "
                               f"you dropped out.")
@@ -385,7 +274,7 @@ class SingerClient:
         self._retry_at = self.reactor.seconds() + delay
         self._retry = self.reactor.callLater(delay, self._connect)
         self.warning = f"{reason}"
-        self.display.note(f"Not connected to {self.host}:{self.port} ({reason}); "
+        self.display.note(f"Not connected to {self._address()} ({reason}); "
                           f"trying again in {delay:g} s.")
         self._state("reconnecting")
 
@@ -398,10 +287,28 @@ class SingerClient:
         self.connections += 1
         self._last_sent = self._last_received = self.reactor.seconds()
         self._send(link.conn.initiate(self.header))
-        self.display.note(f"Connected to {self.host}:{self.port} as {self.header.name!r} "
+        self.display.note(f"Connected to {self._address()} as {self.header.name!r} "
                           f"({self.header.group}).")
         self.warning = ""
         self._state("waiting for a session")
+        if not self.accepted:
+            self._accepting = self.reactor.callLater(ACCEPT_SECONDS, self._accept, link)
+
+    def _accept(self, link: _Link) -> None:
+        self._accepting = None
+        if self.accepted or self._stopping or link is not self._link or not link.alive:
+            return
+        self.accepted = True
+        if self.on_accepted is not None:
+            self.on_accepted()
+
+    def _cancel_accepting(self) -> None:
+        if self._accepting is not None and self._accepting.active():
+            self._accepting.cancel()
+        self._accepting = None
+
+    def _address(self) -> str:
+        return format_server(self.host, self.port)
 
     def _link_lost(self, link: _Link, reason) -> None:
         on_lost = getattr(link, "on_lost", None)
@@ -410,6 +317,7 @@ class SingerClient:
         if link is not self._link:
             return
         self._link = None
+        self._cancel_accepting()
         self._end_session("the connection was lost", tell_server=False)
         if self._stopping:
             return
@@ -450,6 +358,7 @@ class SingerClient:
             elif isinstance(event, KeepAlive):
                 pass
             elif isinstance(event, Refused):  # e.g. the director's port: trying again is no use
+                self._cancel_accepting()
                 self.display.note(f"The server refused this singer: {event.reason}.")
                 self.stop(EXIT_ERROR)
                 return
@@ -459,8 +368,10 @@ class SingerClient:
     def _start_session(self, link: _Link) -> None:
         # (the tail of the previous one, if any, cannot be sent any more)
         self._end_session("a new session started", tell_server=False, conn_done=False)
+        self._cancel_accepting()
+        self._accept(link)  # (a server that starts a session accepted the singer)
         session = SingerSession(self.latency, buffer_chunks=self.buffer_chunks,
-                                error_budget=self.error_budget)
+                                error_budget=self.error_budget, voice=self.voice)
         report = SessionReport(len(self.reports) + 1)
         self.reports.append(report)
         self._session = (session, report, link, MonoEncoder(), StereoDecoder())
@@ -583,8 +494,8 @@ class SingerClient:
                     if session is self._audio_session:
                         self._audio_session = None
             samples = indata[:, 0] if indata.ndim == 2 else indata
-            peak = float(np.max(np.abs(samples))) * self.gain if len(samples) else 0.0
-            peak_db = 20 * math.log10(peak) if peak > 1e-9 else SILENCE_DB
+            # (with a recording for a voice, the meter shows what is sent)
+            peak_db = _peak_db(samples, self.gain) if self.voice is None else SILENCE_DB
             session = self._audio_session
             if session is None:
                 outdata.fill(0)
@@ -593,6 +504,9 @@ class SingerClient:
             session.record(samples, overflow=bool(getattr(status, "input_overflow", False)))
             outdata[:] = session.play(underflow=bool(getattr(status, "output_underflow", False)))
             events = session.take_events()
+            if self.voice is not None:
+                peak_db = max([_peak_db(e.samples, self.gain) for e in events
+                               if isinstance(e, VoiceChunk)], default=SILENCE_DB)
             if session.over:
                 self._audio_session = None
             self.reactor.callFromThread(self._audio_report, session, events, peak_db,
@@ -630,7 +544,7 @@ class SingerClient:
         if state == "reconnecting" and self._retry_at is not None:
             left = max(0, math.ceil(self._retry_at - self.reactor.seconds()))
             state = f"reconnecting in {left} s"
-        parts = [state, f"{self.host}:{self.port}"]
+        parts = [state, self._address()]
         if self._session is not None:
             report = self._session[1]
             if report.started_playing:
@@ -646,117 +560,103 @@ class SingerClient:
 
 # -- commands -------------------------------------------------------------------------------
 
-def _default_device_factory(input_device, output_device):
-    from .devices import SoundDevice  # imports sounddevice (PortAudio) only when needed
-    return SoundDevice(input_device=input_device, output_device=output_device)
+def server_address(options, config) -> tuple:
+    """(host, port): given (--server may carry the port), else remembered, else the defaults."""
+    from .config import ConfigError
 
-
-def _remember(config: dict, options) -> dict:
-    """The settings given on the command line, merged into the config."""
-    updates = {}
-    for option, field in (("server", "server"), ("port", "port"), ("name", "name"),
-                          ("group", "group"), ("input-device", "input_device"),
-                          ("output-device", "output_device"), ("gain", "gain_db")):
-        if option in options and options[option] is not None:
-            updates[field] = options[option]
-    if updates:
-        config.update(updates)
-    return updates
-
-
-async def calibrate(reactor, options, *, device_factory=None, out=None, err=None) -> int:
-    from .calibration import CalibrationError, measure_latency
-    from .config import load_config, save_config
-
-    out = out or sys.stdout
-    err = err or sys.stderr
-    device_factory = device_factory or _default_device_factory
-    config = load_config(PROGRAM)
-    input_device, output_device = chosen_devices(options, config)
+    port = options["port"]
+    if options["server"] is not None:
+        host = options["server"]
+    else:  # (an older choir-singer may have remembered "host:port")
+        remembered = str(config.get("server") or DEFAULT_SERVER)
+        try:
+            host, remembered_port = parse_server(remembered, None)
+        except AddressError as e:
+            raise ConfigError(f"the remembered server is not usable ({e}): give --server") from None
+        port = port or remembered_port
     try:
-        device = device_factory(input_device, output_device)
-    except Exception as e:
-        err.write(f"Cannot use the sound card: {e}\n")
-        return EXIT_ERROR
-    display = LineRenderer(out, interval=1.0)
-    display.note(f"Calibrating: input {_describe_device(input_device)}, output "
-                 f"{_describe_device(output_device)}. Turn the volume up, put your headphones "
-                 f"against the microphone (or use loudspeakers) and keep quiet...")
+        return host, int(port or config.get("port") or DEFAULT_PORT)
+    except (TypeError, ValueError):
+        raise ConfigError(f"the remembered port {config.get('port')!r} is not a number: give "
+                          f"--port") from None
 
-    def progress(*args):
-        fraction = args[0] if args and isinstance(args[0], (int, float)) else None
-        text = f"measuring... {fraction:.0%}" if fraction is not None else "measuring..."
-        reactor.callFromThread(display.status, text)
 
+def _remember(settings: dict, display) -> None:
+    """Save what was given on the command line, now that the server accepted it."""
+    from .config import ConfigError, load_config, save_config
+
+    if not settings:
+        return
     try:
-        result = await threads.deferToThread(measure_latency, device, seconds=options["seconds"],
-                                              progress=progress)
-    except CalibrationError as e:
-        display.close()
-        err.write(f"Calibration failed: {e}\n")
-        return EXIT_ERROR
-    except Exception as e:
-        display.close()
-        err.write(f"Calibration failed: the sound card did not work ({e}).\n")
-        return EXIT_ERROR
-    display.close()
-    config = load_config(PROGRAM)  # (it may have changed meanwhile)
-    _remember(config, options)
-    config["calibration"] = {
-        "latency_samples": int(result.latency_samples),
-        "latency_ms": round(result.latency_samples * 1000 / SAMPLE_RATE, 2),
-        "confidence": round(float(result.confidence), 3),
-        "input_device": input_device,
-        "output_device": output_device,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "device": getattr(device, "name", None),
-    }
-    path = save_config(PROGRAM, config)
-    out.write(f"Latency: {result.latency_samples} samples = "
-              f"{result.latency_samples / FRAMES_PER_CHUNK:.2f} chunks = "
-              f"{result.latency_samples * 1000 / SAMPLE_RATE:.1f} ms "
-              f"(confidence {result.confidence:.2f}).\n"
-              f"Saved in {path}. You can sing now: choir-singer --server HOST\n")
-    return EXIT_OK
+        config = load_config(PROGRAM)
+        config.update(settings)
+        save_config(PROGRAM, config)
+    except ConfigError as e:
+        display.note(f"Could not remember your settings: {e}")
+
+
+async def _voice_and_card(options, config, device_factory, err):
+    """(voice or None, device, latency samples), or the exit status if singing cannot start."""
+    from .devices import SilentCard
+    from .media import MediaError
+
+    if options["input-file"] is not None:
+        try:
+            voice = await threads.deferToThread(load_voice, options["input-file"])
+        except (MediaError, OSError) as e:
+            err.write(f"Cannot sing the recording: {first_line(e)}\n")
+            return EXIT_ERROR
+        return voice, SilentCard(f"recording {options['input-file']}"), 0
+    card = chosen_card(options, config)
+    try:
+        calibration = stored_calibration(config, card)
+        try:
+            device = card.open(device_factory)
+        except Exception as e:
+            err.write(f"Cannot use the sound card: {first_line(e)}\n")
+            return EXIT_ERROR
+        return None, device, calibrated_latency(calibration, card, device)
+    except NotCalibrated as e:
+        err.write(f"{e}\n")
+        return EXIT_UNCALIBRATED
 
 
 async def sing(reactor, options, *, device_factory=None, out=None, err=None,
                client_options=None, started=None) -> int:
-    """The singing command: returns the exit status once the client stopped."""
-    from .config import load_config, save_config
+    """The singing command: returns the exit status once the client stopped. What was given
+    on the command line is remembered only once a server accepted the singer."""
+    from .config import load_config
 
     out = out or sys.stdout
     err = err or sys.stderr
-    device_factory = device_factory or _default_device_factory
     config = load_config(PROGRAM)
-    if _remember(config, options):
-        save_config(PROGRAM, config)
-    input_device, output_device = chosen_devices(options, config)
-    try:
-        latency = calibrated_latency(config, input_device, output_device)
-    except NotCalibrated as e:
-        err.write(f"{e}\n")
-        return EXIT_UNCALIBRATED
-    name = config.get("name") or _login_name()
-    group = config.get("group") or VOCAL_GROUPS[0]
-    host = config.get("server") or DEFAULT_SERVER
-    port = int(config.get("port") or DEFAULT_PORT)
-    try:
-        device = device_factory(input_device, output_device)
-    except Exception as e:
-        err.write(f"Cannot use the sound card: {e}\n")
-        return EXIT_ERROR
+    host, port = server_address(options, config)
+    chosen = await _voice_and_card(options, config, device_factory or sound_card, err)
+    if isinstance(chosen, int):
+        return chosen
+    voice, device, latency = chosen
+    name = options["name"] or config.get("name") or _login_name()
+    group = options["group"] or config.get("group") or VOCAL_GROUPS[0]
+    gain = options["gain"] if options["gain"] is not None else float(config.get("gain_db") or 0.0)
     display = LineRenderer(out)
+    settings = given_settings(options)
     client = SingerClient(reactor, device, host=host, port=port,
                           header=Header(name, group, _version()), latency_samples=latency,
-                          gain_db=float(config.get("gain_db") or 0.0), display=display,
+                          gain_db=gain, display=display, voice=voice,
+                          on_accepted=lambda: _remember(settings, display),
                           **(client_options or {}))
-    display.note(f"{_version()}: singing as {name!r} ({group}) on {host}:{port}; latency "
-                 f"{latency} samples ({latency * 1000 / SAMPLE_RATE:.1f} ms). Ctrl-C to leave.")
+    if voice is not None:
+        what = (f"singing the recording {options['input-file']} "
+                f"({len(voice) / SAMPLE_RATE:.1f} s)")
+    else:
+        what = (f"sound card {getattr(device, 'name', '?')}, latency {latency} samples "
+                f"({latency * 1000 / SAMPLE_RATE:.1f} ms)")
+    display.note(f"{_version()}: singing as {name!r} ({group}) on {client._address()}; {what}. "
+                 f"Ctrl-C to leave.")
     try:
         client.start()
     except Exception as e:
-        err.write(f"Cannot open the sound card: {e}\n")
+        err.write(f"Cannot open the sound card: {first_line(e)}\n")
         return EXIT_ERROR
     trigger = reactor.addSystemEventTrigger("before", "shutdown", client.stop)
     if started is not None:
@@ -783,19 +683,17 @@ async def run(reactor, options, **kwargs) -> int:
 
     try:
         if options.subCommand == "calibrate":
-            return await calibrate(reactor, options.subOptions, **kwargs)
+            return await calibrate(reactor, options.subOptions,
+                                   device_factory=kwargs.get("device_factory") or sound_card,
+                                   out=kwargs.get("out"), err=kwargs.get("err"))
         if options["list-devices"]:
             from .devices import list_devices
             (kwargs.get("out") or sys.stdout).write(list_devices().rstrip("\n") + "\n")
             return EXIT_OK
         return await sing(reactor, options, **kwargs)
     except (ConfigError, DeviceError) as e:
-        (kwargs.get("err") or sys.stderr).write(f"choir-singer: {e}\n")
+        (kwargs.get("err") or sys.stderr).write(f"choir-singer: {first_line(e)}\n")
         return EXIT_ERROR
-
-
-def parse(argv) -> Options:
-    return parse_options(Options(), argv, "choir-singer")
 
 
 def main(argv=None, *, device_factory=None) -> None:

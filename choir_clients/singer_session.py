@@ -16,6 +16,11 @@ sample-exact, whatever ``L`` (1.1.3 only compensated whole chunks). Without
 under-runs ``pos(i) = start + 512 i``. After the end of the track the session plays
 silence until the tail of the last chunk is recorded, then says ``Finished``.
 
+With ``voice`` (a recording sung instead of the microphone: ``choir-singer --input-file``),
+voice chunk ``i`` is the recording's chunk ``i`` (silence past its end), sent when the
+microphone's chunk would have been: the recording lines up with the track to the sample,
+whatever the latency.
+
 Playback waits until ``buffer_chunks`` chunks are queued (or the track has ended),
 playing silence meanwhile. Once it has started, a block for which no chunk is
 there (the track came later than its play time: ``LateChunk``) and a block the
@@ -75,10 +80,11 @@ class Finished:
 
 class SingerSession:
     def __init__(self, latency_samples: int, *, buffer_chunks: int = BUFFER_CHUNKS,
-                 error_budget: int = ERROR_BUDGET):
+                 error_budget: int = ERROR_BUDGET, voice: np.ndarray | None = None):
         if latency_samples < 0:
             raise ValueError("the latency cannot be negative")
         self.latency = int(latency_samples)
+        self.voice = None if voice is None else np.asarray(voice, np.float32).reshape(-1)
         self.buffer_chunks = max(1, buffer_chunks)
         self.error_budget = error_budget
         self._queue = collections.deque()  # (512, 2) float32 blocks not played yet
@@ -192,7 +198,13 @@ class SingerSession:
                 break
             offset = begin - self._input_start
             assert offset >= 0, "recorded samples dropped too early"
-            self._events.append(VoiceChunk(self.voiced, self._input[offset:offset + BLOCK].copy()))
+            if self.voice is None:
+                samples = self._input[offset:offset + BLOCK].copy()
+            else:
+                samples = np.zeros(BLOCK, np.float32)
+                piece = self.voice[self.voiced * BLOCK:(self.voiced + 1) * BLOCK]
+                samples[:len(piece)] = piece
+            self._events.append(VoiceChunk(self.voiced, samples))
             self.voiced += 1
         if self.track_ended and not self._queue and self.voiced == self.received:
             self._finish()

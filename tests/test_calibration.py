@@ -8,7 +8,7 @@ import pytest
 from choir_clients.audio import AudioDevice, AudioStream
 from choir_clients.calibration import (LEAD_IN_SECONDS, MAX_LATENCY, Calibration, CalibrationError,
                                        find_latency, measure_latency, test_sweep)
-from choir_clients.devices import EchoDevice
+from choir_clients.devices import EchoDevice, SimulatedCard
 
 from .jack import jack_dummy, run_sounddevice
 
@@ -27,6 +27,18 @@ def test_exact_with_noise_and_gain(latency, gain, noise):
     calibration = measure_latency(EchoDevice(latency, gain=gain, noise=noise, seed=latency, realtime=False))
     assert calibration.latency_samples == latency
     assert 0.5 < calibration.confidence <= 1.0
+
+
+@pytest.mark.parametrize("ms", [12, 150, 1000])
+def test_simulated_card_measures_its_latency(ms):
+    """choir-singer's --simulate card, quiet noise and all, measures what it was given,
+    from the shortest to the longest latency --simulate accepts."""
+    card = SimulatedCard(ms, seed=ms)
+    card.realtime = False
+    calibration = measure_latency(card, seconds=1.0)
+    assert calibration.latency_samples == round(ms * 44.1)
+    assert calibration.latency_ms == pytest.approx(ms, abs=0.02)
+    assert calibration.confidence > 0.9
 
 
 @pytest.mark.parametrize("lag", [0, 1, 511])

@@ -3,6 +3,7 @@ the command line, and the real sounddevice path on JACK's dummy backend."""
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -12,11 +13,14 @@ import tempfile
 
 import numpy as np
 from twisted.internet import defer, endpoints, protocol, reactor, threads
+from twisted.python import usage
 from twisted.trial import unittest
 
 from choir_clients import singer
-from choir_clients.config import load_config, save_config
+from choir_clients.config import ConfigError, load_config, save_config
 from choir_clients.devices import EchoDevice
+from choir_clients.singer_cards import Card, store_calibration
+from choir_clients.singer_options import expand_optional_values
 from choir_clients.singer_session import (DeviceUnderrun, DroppedOut, Finished, LateChunk,
                                           PlaybackStarted, SingerSession, VoiceChunk)
 from choir_clients.terminal import LineRenderer, level_bar
@@ -39,7 +43,7 @@ B = FRAMES_PER_CHUNK
 # -- the sans-IO session ----------------------------------------------------------------------
 
 def run_echo(latency, chunks=12, *, buffer_chunks=4, arrivals=None, underflow_at=(),
-             error_budget=5, max_blocks=400):
+             error_budget=5, max_blocks=400, voice=None):
     """Drive a SingerSession as a duplex device whose microphone hears what it played,
     ``latency`` samples later (0 allowed: here the block is played before it is recorded).
     ``arrivals[i]``: the block before which track chunk i arrives (default: 3 + i // 2,
@@ -48,7 +52,8 @@ def run_echo(latency, chunks=12, *, buffer_chunks=4, arrivals=None, underflow_at
     rng = np.random.default_rng(latency)
     track = rng.uniform(-0.5, 0.5, (chunks * B, 2)).astype(np.float32)
     arrivals = arrivals or [3 + i // 2 for i in range(chunks)]
-    session = SingerSession(latency, buffer_chunks=buffer_chunks, error_budget=error_budget)
+    session = SingerSession(latency, buffer_chunks=buffer_chunks, error_budget=error_budget,
+                            voice=voice)
     line = np.zeros(latency, np.float32)
     voices, others = {}, []
     fed = 0
@@ -134,6 +139,19 @@ class SingerSessionTest(unittest.SynchronousTestCase):
         others, _ = self.assert_sample_exact(512, buffer_chunks=6, underflow_at={0, 1, 2, 3})
         self.assertEqual([type(e) for _, e in others], [PlaybackStarted, Finished])
 
+    def test_a_recording_for_a_voice_lines_up_with_the_track(self):
+        """With a recording as the voice (--input-file), voice chunk i is the recording's
+        chunk i, whatever the latency and gaps in the track; silence past its end."""
+        recording = np.random.default_rng(5).uniform(-0.5, 0.5, 7 * B + 100).astype(np.float32)
+        for latency in (0, 700):
+            track, voices, others, _ = run_echo(latency, arrivals=[3] * 6 + [20] * 6,
+                                                error_budget=100, voice=recording)
+            self.assertEqual(sorted(voices), list(range(12)))
+            sung = np.concatenate([voices[i] for i in range(12)])
+            np.testing.assert_array_equal(sung[:len(recording)], recording)
+            np.testing.assert_array_equal(sung[len(recording):], 0)
+            self.assertIsInstance(others[-1][1], Finished)
+
     def test_track_order_is_checked(self):
         session = SingerSession(0)
         with self.assertRaises(ValueError):
@@ -177,20 +195,116 @@ class OptionsTest(unittest.SynchronousTestCase):
         options = singer.Options()
         options.parseOptions(["--group", "bariTone", "--gain", "-6", "--port", "9000"])
         self.assertEqual((options["group"], options["gain"], options["port"]), ("Baritone", -6.0, 9000))
-        with self.assertRaises(singer.usage.UsageError):
+        with self.assertRaises(usage.UsageError):
             singer.Options().parseOptions(["--group", "Countertenor"])
         options = singer.Options()
         options.parseOptions(["calibrate", "--input-device", "2"])
         self.assertEqual((options.subCommand, options.subOptions["input-device"]), ("calibrate", "2"))
 
+    def test_server_may_carry_the_port(self):
+        """--server HOST:PORT gives the port; --port agreeing with it is fine, differing is a
+        usage error; a bad value is one too."""
+        for args, expected in ((["--server", "127.0.0.1:21868"], ("127.0.0.1", 21868)),
+                               (["--server", "[::1]:9000", "--port", "9000"], ("::1", 9000)),
+                               (["--server", "example.org", "--port", "9"], ("example.org", 9)),
+                               (["--server", "example.org"], ("example.org", None))):
+            options = singer.parse(args)
+            self.assertEqual((options["server"], options["port"]), expected)
+        for args, message in (
+                (["--server", "h:1", "--port", "2"], "--server h:1 says port 1 but --port says 2"),
+                (["--server", "127.0.0.1:21868:21868"], "--server: '127.0.0.1:21868:21868' is not "
+                                                        "an IPv6 address"),
+                (["--server", "h:0"], "the port must be a number from 1 to 65535"),
+                (["--port", "x"], "--port must be a number from 1 to 65535, not 'x'")):
+            with self.assertRaisesRegex(usage.UsageError, re.escape(message)):
+                singer.Options().parseOptions(args)
+
+    def test_server_address_given_remembered_or_default(self):
+        """Given beats remembered beats the default; a "host:port" remembered by an older
+        choir-singer is read as such (never "host:port:port"); a bad one says to give
+        --server."""
+        given = singer.parse(["--server", "127.0.0.1:21868"])
+        self.assertEqual(singer.server_address(given, {"server": "old", "port": 9}),
+                         ("127.0.0.1", 21868))
+        plain = singer.parse([])
+        for config, expected in (({}, ("localhost", 8868)),
+                                 ({"server": "choir.example", "port": 9}, ("choir.example", 9)),
+                                 ({"server": "127.0.0.1:21868", "port": 21868},
+                                  ("127.0.0.1", 21868))):
+            self.assertEqual(singer.server_address(plain, config), expected)
+        self.assertEqual(singer.server_address(singer.parse(["-p", "7"]),
+                                               {"server": "h:21868"}), ("h", 7))
+        with self.assertRaisesRegex(ConfigError, "the remembered server is not usable .*: give "
+                                                 "--server"):
+            singer.server_address(plain, {"server": "a b"})
+
+    def test_simulate_takes_an_optional_latency(self):
+        """--simulate alone is 100 ms; a number after it, or after '=', is the latency;
+        what is not a number is the next argument; a value of another option is left alone."""
+        for args, ms in ((["--simulate"], 100.0), (["--simulate", "150"], 150.0),
+                         (["--simulate=12.5"], 12.5), (["--simulate", "-n", "Ann"], 100.0),
+                         (["-n", "--simulate", "--simulate", "40"], 40.0),
+                         (["calibrate", "--simulate", "150", "--seconds", "1"], None)):
+            options = singer.parse(args)
+            if options.subCommand:
+                self.assertEqual(options.subOptions["simulate"], 150.0)
+            else:
+                self.assertEqual(options["simulate"], ms, args)
+        self.assertEqual(singer.parse(["-n", "--simulate", "--simulate", "40"])["name"],
+                         "--simulate")
+        for args, message in ((["--simulate=5"], "from 12 to 1000, not '5'"),
+                              (["--simulate=x"], "not 'x'"),
+                              (["--simulate", "-i", "2"], "give no --input-device with it"),
+                              (["--input-file", "f.wav", "-o", "2"], "give no --output-device"),
+                              (["--simulate", "--input-file", "f.wav"], "not both")):
+            options = singer.Options()
+            with self.assertRaisesRegex(usage.UsageError, re.escape(message)):
+                options.parseOptions(expand_optional_values(args))
+
     def test_calibration_must_match_the_devices(self):
-        config = {"calibration": {"latency_samples": 777, "input_device": "USB", "output_device": None}}
-        self.assertEqual(singer.calibrated_latency(config, "USB", None), 777)
+        calibration = {"latency_samples": 777, "input_device": "USB", "output_device": None}
+        self.assertEqual(singer.calibrated_latency(calibration, Card("USB", None)), 777)
         with self.assertRaisesRegex(singer.NotCalibrated, "other sound cards"):
-            singer.calibrated_latency(config, None, None)
-        with self.assertRaisesRegex(singer.NotCalibrated, "choir-singer calibrate` first with "
-                                                          "--input-device 'X'"):
-            singer.calibrated_latency({}, "X", None)
+            singer.calibrated_latency(calibration, Card(None, None))
+        with self.assertRaisesRegex(singer.NotCalibrated, "Run `choir-singer calibrate "
+                                                          "--input-device 'X'` first"):
+            singer.stored_calibration({}, Card("X", None))
+
+    def test_devices_that_resolve_to_the_calibrated_cards_match(self):
+        """Calibrated on the default devices, which resolved to "system": naming "system"
+        (or anything resolving to it) is the same card; another card is not."""
+        calibration = {"latency_samples": 900, "input_device": None, "output_device": None,
+                       "input_card": "system (JACK)", "output_card": "system (JACK)"}
+
+        class Resolved:
+            def __init__(self, *names):
+                self.card_names = names
+
+        system = Resolved("system (JACK)", "system (JACK)")
+        self.assertEqual(singer.calibrated_latency(calibration, Card("system", None), system), 900)
+        self.assertEqual(singer.calibrated_latency(calibration, Card("0", "0"), system), 900)
+        with self.assertRaisesRegex(singer.NotCalibrated, r"other sound cards \(input the "
+                                    r"default device, output the default device: system \(JACK\) "
+                                    r"/ system \(JACK\)\); you chose input 'USB'"):
+            singer.calibrated_latency(calibration, Card("USB", None),
+                                      Resolved("USB (ALSA)", "system (JACK)"))
+        # a device that cannot tell what it resolves to is matched as typed
+        with self.assertRaises(singer.NotCalibrated):
+            singer.calibrated_latency(calibration, Card("system", None), object())
+
+    def test_simulated_cards_are_calibrated_apart(self):
+        """A simulated card's calibration is found by its name and never replaces the real
+        card's; an uncalibrated one says the exact command to run."""
+        config = {"calibration": {"latency_samples": 700, "input_device": None,
+                                  "output_device": None}}
+        store_calibration(config, Card(simulate_ms=150), None, {"latency_samples": 6615})
+        self.assertEqual(config["calibration"]["latency_samples"], 700)
+        entry = singer.stored_calibration(config, Card(simulate_ms=150.0))
+        self.assertEqual(singer.calibrated_latency(entry, Card(simulate_ms=150)), 6615)
+        with self.assertRaisesRegex(singer.NotCalibrated, r"The simulated 12.5 ms card is not "
+                                    r"calibrated yet.*Run `choir-singer calibrate --simulate "
+                                    r"12.5` first\."):
+            singer.stored_calibration(config, Card(simulate_ms=12.5))
 
 
 def clean_env(config_dir, **extra):
@@ -211,29 +325,31 @@ class CommandLineTest(unittest.TestCase):
                                      text=True, env=clean_env(self.config_dir), timeout=30)
 
     async def test_refuses_to_sing_uncalibrated(self):
-        """Exit 2 and a message saying to calibrate; the name given is remembered anyway."""
+        """Exit 2 and a message saying to calibrate; nothing given is remembered, as the
+        singer never got to a server."""
         result = await self.run_singer("--server", "127.0.0.1", "--port", "1", "--name", "Ann",
                                  "--group", "alto")
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertIn("not calibrated", result.stderr)
         self.assertIn("Run `choir-singer calibrate` first", result.stderr)
-        config = json.load(open(os.path.join(self.config_dir, "singer.json")))
-        self.assertEqual((config["name"], config["group"], config["server"], config["port"]),
-                         ("Ann", "Alto", "127.0.0.1", 1))
+        self.assertFalse(os.path.exists(os.path.join(self.config_dir, "singer.json")))
         # a calibration made for other devices does not count either
-        save_config_in(self.config_dir, dict(config, calibration={
-            "latency_samples": 900, "input_device": "USB Mic", "output_device": None}))
-        result = await self.run_singer()
+        save_config_in(self.config_dir, {"calibration": {
+            "latency_samples": 900, "input_device": "USB Mic", "output_device": None}})
+        result = await self.run_singer("--simulate", "40")
         self.assertEqual(result.returncode, 2, result.stderr)
-        self.assertIn("calibration was made for other sound cards (input 'USB Mic'", result.stderr)
+        self.assertIn("The simulated 40 ms card is not calibrated yet", result.stderr)
+        self.assertIn("Run `choir-singer calibrate --simulate 40` first.", result.stderr)
 
     async def test_usage_errors_and_help(self):
         result = await self.run_singer("--group", "Countertenor")
         self.assertEqual(result.returncode, 2)
-        self.assertIn("unknown group 'Countertenor'", result.stderr)
+        self.assertIn("unknown group 'Countertenor' (choose one of: No group, Soprano, Mezzo, "
+                      "Alto, Tenor, Baritone, Bass)", result.stderr)
         result = await self.run_singer("--help")
         self.assertEqual(result.returncode, 0)
-        for text in ("--server", "--list-devices", "calibrate", "Soprano, Mezzo", "--gain"):
+        for text in ("--server", "--list-devices", "calibrate", "Soprano, Mezzo", "--gain",
+                     "--simulate [LATENCY_MS]", "--input-file FILE", "HOST:PORT"):
             self.assertIn(text, result.stdout)
 
 
@@ -356,6 +472,11 @@ class SingerClientTest(unittest.TestCase):
         device = CountingDevice(EchoDevice(latency))
         client, _ = await self.start_singer(daemon.port("singers"), device)
         await until(lambda: len(daemon.room.singers) == 1, what="the singer to join")
+        # accepted (kept ACCEPT_SECONDS without a refusal): what was given is remembered
+        await until(lambda: client.accepted, what="the server to accept the singer")
+        config = load_config("singer")
+        self.assertEqual((config["server"], config["port"], config["name"], config["group"]),
+                         ("127.0.0.1", daemon.port("singers"), "echo", "Alto"))
         for seed in (1, 2):
             track, director = await self.session(daemon, seed=seed)
             self.assert_at_lag_zero(track, director)
@@ -418,6 +539,9 @@ class SingerClientTest(unittest.TestCase):
                       f"port {daemon.port('singers')}.", client.out.getvalue())
         self.assertEqual((client.connections, client.retry_delays), (1, []))
         self.assertFalse(daemon.room.directors or daemon.room.session)
+        # refused: the server, port, name and group given are not remembered
+        self.assertFalse(client.accepted)
+        self.assertEqual(sorted(load_config("singer")), ["calibration"])
 
     async def test_reconnects_with_backoff_after_a_daemon_restart(self):
         """The singer listener goes away (its connections dropped) and comes back on the
