@@ -20,6 +20,7 @@ import attrs
 from twisted.internet import defer, endpoints, error, protocol
 
 from choir_protocol import desk
+from choir_protocol.addresses import format_server
 from choir_protocol.errors import ProtocolError
 from choir_protocol.header import Header
 
@@ -192,7 +193,8 @@ async def connect_desk(reactor, host: str, port: int, timeout: float = 5.0) -> D
     try:
         await endpoints.connectProtocol(endpoint, client)
     except (error.ConnectError, error.DNSLookupError, error.TimeoutError) as e:
-        raise DeskError(f"cannot reach the mixing desk at {host}:{port} ({plain_reason(e)})") from None
+        raise DeskError(f"cannot reach the mixing desk at {format_server(host, port)} "
+                        f"({plain_reason(e)})") from None
     return client
 
 

@@ -92,15 +92,27 @@ def _device_spec(device):
 
 
 class SoundDevice(AudioDevice):
-    """A real sound card through sounddevice (PortAudio): 44.1 kHz, mono in, stereo out."""
+    """A real sound card through sounddevice (PortAudio): 44.1 kHz, mono in, stereo out.
 
-    def __init__(self, input_device=None, output_device=None):
+    ``need_input=False`` (playback only) or ``need_output=False`` (recording only) opens a
+    one-way stream, so a machine without a microphone (or without speakers) can still
+    play (or record); the callback contract is the same: ``indata`` is then silence and
+    what the callback writes to ``outdata`` is dropped."""
+
+    def __init__(self, input_device=None, output_device=None, *, need_input=True,
+                 need_output=True):
+        if not (need_input or need_output):
+            raise ValueError("a sound device needs an input, an output or both")
         sd = _sounddevice()
         self.input_device = _device_spec(input_device)
         self.output_device = _device_spec(output_device)
-        for kind, device, channels, check in (
-                ("input", self.input_device, INPUT_CHANNELS, sd.check_input_settings),
-                ("output", self.output_device, OUTPUT_CHANNELS, sd.check_output_settings)):
+        self.need_input, self.need_output = need_input, need_output
+        kinds = []  # only the directions used are checked: a missing microphone is no error
+        if need_input:
+            kinds.append(("input", self.input_device, INPUT_CHANNELS, sd.check_input_settings))
+        if need_output:
+            kinds.append(("output", self.output_device, OUTPUT_CHANNELS, sd.check_output_settings))
+        for kind, device, channels, check in kinds:
             if device is None:
                 try:
                     sd.query_devices(kind=kind)
@@ -114,18 +126,19 @@ class SoundDevice(AudioDevice):
                 raise DeviceError(f"cannot use {which} for {channels}-channel {kind} at "
                                   f"{SAMPLE_RATE} Hz: {e}\nAvailable devices:\n{list_devices()}") from e
         names = []
-        for kind, device in (("input", self.input_device), ("output", self.output_device)):
+        for kind, device, _channels, _check in kinds:
             try:
                 names.append(sd.query_devices(device, kind)["name"])
             except (ValueError, sd.PortAudioError):
                 names.append(str(device))
-        self.name = names[0] if names[0] == names[1] else f"{names[0]} / {names[1]}"
+        self.name = names[0] if len(set(names)) == 1 else f"{names[0]} / {names[1]}"
 
     def open(self, callback, finished=None) -> AudioStream:
         return _SoundDeviceStream(self, callback, finished)
 
     def __repr__(self):
-        return f"SoundDevice({self.input_device!r}, {self.output_device!r})"
+        return (f"SoundDevice({self.input_device!r}, {self.output_device!r}, "
+                f"need_input={self.need_input}, need_output={self.need_output})")
 
 
 class _SoundDeviceStream(AudioStream):
@@ -135,7 +148,15 @@ class _SoundDeviceStream(AudioStream):
         self._callback = callback
         self._finished = finished
 
+        silence = np.zeros((BLOCK, INPUT_CHANNELS), np.float32)  # the input of a playback stream
+        dropped = np.zeros((BLOCK, OUTPUT_CHANNELS), np.float32)  # the output of a recording one
+
         def sd_callback(indata, outdata, frames, _time, status):
+            if indata is None:
+                indata = silence
+                indata.fill(0)  # (the callback may have written to it)
+            if outdata is None:
+                outdata = dropped
             try:
                 callback(indata, outdata, StreamStatus(input_overflow=bool(status.input_overflow),
                                                        output_underflow=bool(status.output_underflow)))
@@ -154,11 +175,21 @@ class _SoundDeviceStream(AudioStream):
                 except Exception:
                     log.exception("error in the stream's finished callback")
 
+        common = dict(samplerate=SAMPLE_RATE, blocksize=BLOCK, dtype="float32",
+                      finished_callback=sd_finished)
         try:
-            self._stream = sd.Stream(samplerate=SAMPLE_RATE, blocksize=BLOCK,
-                                     channels=(INPUT_CHANNELS, OUTPUT_CHANNELS), dtype="float32",
-                                     device=(device.input_device, device.output_device),
-                                     callback=sd_callback, finished_callback=sd_finished)
+            if device.need_input and device.need_output:
+                self._stream = sd.Stream(channels=(INPUT_CHANNELS, OUTPUT_CHANNELS),
+                                         device=(device.input_device, device.output_device),
+                                         callback=sd_callback, **common)
+            elif device.need_output:
+                self._stream = sd.OutputStream(
+                    channels=OUTPUT_CHANNELS, device=device.output_device,
+                    callback=lambda outdata, *rest: sd_callback(None, outdata, *rest), **common)
+            else:
+                self._stream = sd.InputStream(
+                    channels=INPUT_CHANNELS, device=device.input_device,
+                    callback=lambda indata, *rest: sd_callback(indata, None, *rest), **common)
         except (ValueError, sd.PortAudioError) as e:
             raise DeviceError(f"cannot open {device.name}: {e}\nAvailable devices:\n{list_devices()}") from e
 
@@ -370,3 +401,36 @@ class FileMicrophone(_SimulatedDevice):
         piece = self.samples[block * BLOCK:(block + 1) * BLOCK]
         indata[:len(piece), 0] = piece
         indata[len(piece):, 0] = 0
+
+
+SIMULATED_NOISE = 0.001  # RMS of the simulated card's noise (-60 dBFS): a quiet room
+
+
+def simulated_card_name(latency_ms: float) -> str:
+    """The name of choir-singer's ``--simulate`` card, which keys its calibration."""
+    return f"simulated {latency_ms:g} ms"
+
+
+class SimulatedCard(EchoDevice):
+    """choir-singer's ``--simulate LATENCY_MS`` card: an EchoDevice whose microphone hears
+    what it played ``latency_ms`` later (rounded to the sample), plus a quiet noise, in
+    real time. ``card_names`` is what its calibration is kept for."""
+
+    def __init__(self, latency_ms: float, noise: float = SIMULATED_NOISE, seed=None):
+        super().__init__(round(latency_ms * SAMPLE_RATE / 1000), noise=noise, seed=seed)
+        self.latency_ms = latency_ms
+        self.name = simulated_card_name(latency_ms)
+        self.card_names = (self.name, self.name)
+
+
+class SilentCard(_SimulatedDevice):
+    """A card that hears silence and plays into nothing, paced in real time like a real
+    one: what choir-singer runs on when a recording replaces the microphone."""
+
+    def __init__(self, name: str = "no sound card", realtime: bool = True):
+        super().__init__(realtime)
+        self.name = name
+        self.card_names = (name, name)
+
+    def _microphone(self, block: int, indata: np.ndarray) -> None:
+        indata.fill(0)

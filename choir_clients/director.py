@@ -5,6 +5,7 @@ connected to the choir server and hears the choir come back, mixed and in time.
 Works with our daemon (``twistd -n choir``) and with an online-choir 1.1.3 server.
 
     choir-director --server HOST --input song.mp3 --output rehearsal.flac
+    choir-director --server HOST:PORT --simulate --input song.mp3   (no sound card)
     choir-director --server HOST desk list          (in another terminal, during a session)
     choir-director --server HOST desk gain Anna -6
 
@@ -13,37 +14,40 @@ the mix received (1.1.3's flow control), then the end of the track (-1); the ser
 sends back one mix chunk per track chunk, and the session is over when the last one is
 in. Ctrl-C stops sending the track: the choir's mix of what was already sent still
 comes back (up to 6 s), is saved, and the program exits normally. A second Ctrl-C
-quits at once.
+quits at once. A server that is no director port (a singer, desk or web port, another
+service) is named for what it is (``choir_protocol.peer_kind``).
+
+The command line is in ``director_options``; the track, the microphone and the player
+in ``playback``.
 """
-import collections
 import math
 import os
-import queue
 import signal
 import sys
 import time
 
 import numpy as np
 from twisted.internet import defer, endpoints, error, protocol, task
-from twisted.python import usage
 
+from choir_protocol.addresses import format_server
 from choir_protocol.adpcm import StereoEncoder
 from choir_protocol.connections import DirectorClientConnection
-from choir_protocol.constants import (CHUNKS_PER_SECOND, DIRECTOR_LEAD_CHUNKS, FRAMES_PER_CHUNK,
-                                      SAMPLE_RATE)
+from choir_protocol.constants import DIRECTOR_LEAD_CHUNKS, FRAMES_PER_CHUNK, SAMPLE_RATE
 from choir_protocol.errors import ProtocolError
 from choir_protocol.events import MixChunk, Refused, SessionRefused
 from choir_protocol.header import Header
-from choir_protocol.version import program_version
+from choir_protocol.peer_kind import NOTHING, UNKNOWN, recognise, wrong_port_message
 
 from . import media
 from .cli import parse_options, plain_reason
 from .desk_client import (DeskClient, DeskError, RememberedGains, connect_desk,
                           format_gain, run_desk_command)
+from .director_options import CLIENT_VERSION, Options, parse  # noqa: F401 (parse: the API)
+from .playback import END, LiveSource, Player, TrackSource, simulated_card
+from .port_probe import probe
 
-CLIENT_VERSION = program_version("choir-director")  # also sent in the header
-PLAYBACK_BUFFER_CHUNKS = int(2 * CHUNKS_PER_SECOND)  # 1.1.3's director: 2 s before playing
 IDLE_TIMEOUT = 45.0  # seconds without a byte from the server (it drops stalled sessions at 30)
+FIRST_BYTES_KEPT = 2048  # of the server's answer before any mix: what it is, if not a director port
 REFUSED_HELP = ("The server refused the session: another director is running a session, or no "
                 "singer is connected. Check that your singers are connected and try again.")
 ABORTED_HELP = ("The server ended the session early: no singer joined in time (5 s after the "
@@ -54,257 +58,7 @@ def chunk_seconds(chunks: int) -> float:
     return chunks * FRAMES_PER_CHUNK / SAMPLE_RATE
 
 
-# -- command line -----------------------------------------------------------------------
-
-class _ServerOptions:
-    """Where the choir server is; shared by the session and the desk commands."""
-
-    def opt_desk_port(self, value):
-        """The server's mixing-desk (control) port [default: --port minus 20, as online-choir]"""
-        self["desk-port"] = _port(value, "--desk-port")
-
-
-def _port(value, name):
-    try:
-        port = int(value)
-    except ValueError:
-        raise usage.UsageError(f"{name} must be a port number, not {value!r}") from None
-    if not 1 <= port <= 65535:
-        raise usage.UsageError(f"{name} must be between 1 and 65535")
-    return port
-
-
-class _PreformattedHelp:
-    """usage.Options re-wraps ``longdesc``; ``help_text`` is shown as written."""
-
-    longdesc = ""
-    help_text = ""
-
-    def getUsage(self, width=None):
-        return super().getUsage(width) + "\n" + self.help_text.strip("\n") + "\n"
-
-    def opt_version(self):
-        """Show the version and exit."""
-        print(CLIENT_VERSION)
-        sys.exit(0)
-
-
-class DeskOptions(_PreformattedHelp, usage.Options):
-    help_text = """The mixing desk: who is singing, and how loud each voice is in the mix.
-Works from another terminal while a session runs.
-
-  list                 every singer, with their vocal group, gain and address (the default)
-  gain SINGER DB       set a singer's level: 0 is as they sing, -6 half as loud,
-                       +6 twice as loud, -inf silent (for example: gain Anna -6)
-  mute SINGER          silence a singer (their level is kept for unmute)
-  unmute SINGER        bring a muted singer back at their previous level
-  group GROUP DB       set the level of every singer of a vocal group (for example:
-                       group Alto +3)
-
-SINGER is a name (any case, or its first letters if no one else's start the same way)
-or, when two singers share a name, the address shown by `list`.
-
-Levels are remembered per singer name and vocal group (in ~/.config/choir/, or
-$CHOIR_CONFIG_DIR) and applied again at the start of each session you run with
-choir-director. An online-choir 1.1.3 server lists only the singers who have joined a
-session, so use this during (or after) a session there."""
-
-    def getSynopsis(self):
-        return ("Usage: choir-director [--server HOST] desk [options] "
-                "[list | gain SINGER DB | mute SINGER | unmute SINGER | group GROUP DB]")
-
-    optParameters = [
-        ["server", "s", None, "The choir server's address [default: the one before `desk`, 127.0.0.1]"],
-        ["port", "p", None, "The server's director port [default: 8878]", lambda v: _port(v, "--port")],
-    ]
-    opt_desk_port = _ServerOptions.opt_desk_port
-
-    def __init__(self):
-        super().__init__()
-        self["desk-port"] = None
-        self.command, self.arguments = "list", []
-
-    COMMANDS = {"list": 0, "gain": 2, "mute": 1, "unmute": 1, "group": 2}
-
-    def parseArgs(self, command="list", *arguments):
-        if command not in self.COMMANDS:
-            raise usage.UsageError(f"unknown desk command {command!r}: use one of "
-                                   + ", ".join(self.COMMANDS))
-        if len(arguments) != self.COMMANDS[command]:
-            usage_line = {"list": "list", "gain": "gain SINGER DB", "mute": "mute SINGER",
-                          "unmute": "unmute SINGER", "group": "group GROUP DB"}[command]
-            raise usage.UsageError(f"usage: choir-director desk {usage_line}")
-        self.command, self.arguments = command, list(arguments)
-
-
-class Options(_PreformattedHelp, usage.Options):
-    synopsis = ("Usage: choir-director [options] (--input FILE | --live)\n"
-                "       choir-director [--server HOST] desk [list | gain SINGER DB | mute SINGER | "
-                "unmute SINGER | group GROUP DB]\n"
-                "       choir-director --list-devices")
-    help_text = """
-Lead a rehearsal: your backing track (or your microphone) goes to every singer
-connected to the choir server, and you hear the whole choir come back, in time,
-while they sing along. The status line shows the progress, how many singers are
-in the mix and how loud the mix is (dBFS: 0 is the loudest possible).
-
-Press Ctrl-C to stop early: the choir's last few seconds still come back and are
-saved; press Ctrl-C twice to quit at once. The server refuses the session if
-another director is running one or no singer is connected.
-
-Levels you set with `choir-director desk` are remembered per singer and applied
-at the start of each session. Examples:
-
-  choir-director --server choir.example.org --input song.mp3 --output take1.flac
-  choir-director --server choir.example.org --input song.mp3 --skip-seconds 45
-  choir-director --server choir.example.org --live --output warmup.wav
-  choir-director --server choir.example.org desk list
-  choir-director --server choir.example.org desk gain Anna -6
-"""
-    optFlags = [
-        ["live", "l", "Sing or play live: send your microphone (the default input device, or "
-                      "--input-device) instead of a file. Implies --mute (no feedback loop). "
-                      "Stop with Ctrl-C."],
-        ["mute", "x", "Do not play the choir through the speakers (it is still saved with --output)."],
-        ["list-devices", None, "Show the sound devices and exit."],
-    ]
-    optParameters = [
-        ["server", "s", "127.0.0.1", "The choir server's address (a host name or an IP address)."],
-        ["port", "p", 8878, "The server's director port.", lambda v: _port(v, "--port")],
-        ["input", "i", None, "The backing track: an audio file (MP3, M4A, OGG, FLAC, WAV, ...; "
-                             "any sample rate, mono or stereo)."],
-        ["skip-seconds", "k", 0.0, "Start the backing track this many seconds in.", float],
-        ["monitor-level", "m", 0.1, "How loud you hear the backing track along with the choir, "
-                                    "from 0 (only the choir) to 1 (as loud as it is). Only in "
-                                    "your speakers: not sent, not saved.", float],
-        ["output", "o", None, "Save the choir's mix to this file (.wav or .flac: 16-bit, 44.1 kHz, mono)."],
-        ["output-device", None, None, "The sound device to play the choir on (a number or part of a "
-                                      "name, see --list-devices) [default: the system's default]."],
-        ["input-device", None, None, "The microphone for --live (a number or part of a name) "
-                                     "[default: the system's default]."],
-    ]
-    subCommands = [["desk", None, DeskOptions, "The mixing desk: list the singers, set their levels "
-                                               "(see `choir-director desk --help`)."]]
-    opt_desk_port = _ServerOptions.opt_desk_port
-
-    def __init__(self):
-        super().__init__()
-        self["desk-port"] = None
-
-    def postOptions(self):
-        if self["desk-port"] is None:
-            self["desk-port"] = self["port"] - 20 if self["port"] > 20 else None
-        if self.subCommand == "desk":
-            sub = self.subOptions
-            sub["server"] = sub["server"] or self["server"]
-            sub["port"] = sub["port"] or self["port"]
-            if sub["desk-port"] is None:
-                sub["desk-port"] = self["desk-port"] if sub["port"] == self["port"] else sub["port"] - 20
-            if not sub["desk-port"] or sub["desk-port"] < 1:
-                raise usage.UsageError("give the desk port with --desk-port")
-            return
-        if self["list-devices"]:
-            return
-        if self["live"] and self["input"]:
-            raise usage.UsageError("use either --input FILE or --live, not both")
-        if not self["live"] and not self["input"]:
-            raise usage.UsageError("say what to play: --input FILE (a backing track) or --live "
-                                   "(your microphone)")
-        if self["live"]:
-            self["mute"] = True  # 1.1.3 too: the choir in the speakers would go back to the mic
-        if not 0.0 <= self["monitor-level"] <= 1.0:
-            raise usage.UsageError("--monitor-level must be between 0 and 1")
-        if self["skip-seconds"] < 0 or math.isnan(self["skip-seconds"]):
-            raise usage.UsageError("--skip-seconds cannot be negative")
-        if self["output"]:
-            try:
-                media.output_format(self["output"])
-            except media.MediaError as e:
-                raise usage.UsageError(str(e)) from None
-            folder = os.path.dirname(os.path.abspath(self["output"]))
-            if not os.path.isdir(folder):
-                raise usage.UsageError(f"--output: the folder {folder} does not exist")
-
-
-# -- what is sent -----------------------------------------------------------------------
-
-END = object()  # a source has nothing more to send
-
-
-class TrackSource:
-    """A backing track, loaded: chunks on demand."""
-
-    live = False
-
-    def __init__(self, track: np.ndarray):
-        self.track = track
-        self.total_chunks = len(track) // FRAMES_PER_CHUNK
-        self.closed = False
-        self.on_data = None
-
-    def take(self, index: int):
-        if self.closed or index >= self.total_chunks:
-            return END
-        return self.track[index * FRAMES_PER_CHUNK:(index + 1) * FRAMES_PER_CHUNK]
-
-    def monitor(self, index: int):
-        """Chunk ``index`` down-mixed to mono, float (1.0 = full scale), for the speakers."""
-        if index >= self.total_chunks:
-            return None
-        chunk = self.track[index * FRAMES_PER_CHUNK:(index + 1) * FRAMES_PER_CHUNK]
-        return chunk.astype(np.float32).mean(axis=1) / 32768.0
-
-    def start(self):
-        pass
-
-    def close(self):
-        self.closed = True
-
-
-class LiveSource:
-    """The microphone, through the device layer: chunks arrive in real time."""
-
-    live = True
-    total_chunks = None
-
-    def __init__(self, reactor, device):
-        self.reactor = reactor
-        self.device = device
-        self.pending = collections.deque()
-        self.closed = False
-        self.on_data = None  # called on the reactor thread when a chunk arrives
-        self.stream = None
-
-    def start(self):
-        self.stream = self.device.open(self._callback)
-        self.stream.start()
-
-    def _callback(self, indata, outdata, status):  # the device's thread
-        outdata.fill(0)
-        pcm = np.clip(np.rint(indata[:, 0] * 32768.0), -32768, 32767).astype("<i2")
-        self.reactor.callFromThread(self._arrived, np.repeat(pcm[:, None], 2, axis=1))
-
-    def _arrived(self, chunk):
-        if not self.closed:
-            self.pending.append(chunk)
-            if self.on_data is not None:
-                self.on_data()
-
-    def take(self, index: int):
-        if self.pending:
-            return self.pending.popleft()
-        return END if self.closed else None
-
-    def monitor(self, index: int):
-        return None
-
-    def close(self):
-        if not self.closed:
-            self.closed = True
-            self.pending.clear()
-            if self.stream is not None:
-                self.stream.close()
-
+# -- the connection -------------------------------------------------------------------
 
 class DirectorProtocol(protocol.Protocol):
     """The director's connection: the track out with 1.1.3's flow control, the mix in."""
@@ -325,6 +79,9 @@ class DirectorProtocol(protocol.Protocol):
         self.refused = False
         self.refusal = ""  # the server's words, when it gives them (signal -4)
         self.failure = None  # why the session broke off, if it did
+        self.hung_up = False  # the server closed the connection before the end of the mix
+        self.timed_out = False  # the server fell silent
+        self.first_bytes = b""  # the server's first words, to tell what it is if not a director port
         self.interrupted = False
         self.done = defer.Deferred()
         self._idle = None
@@ -376,6 +133,8 @@ class DirectorProtocol(protocol.Protocol):
     def dataReceived(self, data):
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.idle_timeout)
+        if not self.mix and len(self.first_bytes) < FIRST_BYTES_KEPT:
+            self.first_bytes += data[:FIRST_BYTES_KEPT - len(self.first_bytes)]
         try:
             events = self.conn.receive_data(data)
         except ProtocolError as e:
@@ -403,6 +162,7 @@ class DirectorProtocol(protocol.Protocol):
 
     def _timed_out(self):
         self.failure = f"the server sent nothing for {self.idle_timeout:g} s"
+        self.timed_out = True
         self.transport.abortConnection()
 
     def connectionLost(self, reason):
@@ -412,6 +172,7 @@ class DirectorProtocol(protocol.Protocol):
         self.source.close()
         if not (self.conn.done or self.refused or self.failure or (self.interrupted and not self.conn.sent)):
             self.failure = "the server closed the connection before the end of the mix"
+            self.hung_up = True
         if not self.done.called:
             self.done.callback(self)
 
@@ -420,71 +181,7 @@ class DirectorProtocol(protocol.Protocol):
         return np.frombuffer(b"".join(self.mix), "<i2")
 
 
-# -- what the director hears ------------------------------------------------------------
-
-class Player:
-    """Plays the mix on a sound device, 1.1.3's way: 2 s of buffer before starting (again
-    after an under-run). Chunks go from the reactor thread to the audio thread through a
-    thread-safe queue."""
-
-    def __init__(self, reactor, device, buffer_chunks=PLAYBACK_BUFFER_CHUNKS):
-        self.reactor = reactor
-        self.device = device
-        self.buffer_chunks = buffer_chunks
-        self.queue = queue.Queue()
-        self.finished = defer.Deferred()
-        self.playing = False
-        self.all_in = False
-        self.underruns = 0
-        self.played = 0
-        self.stream = None
-        from .devices import CallbackStop
-        self._callback_stop = CallbackStop
-
-    def start(self):
-        self.stream = self.device.open(self._callback, finished=self._finished)
-        self.stream.start()
-
-    def feed(self, samples: np.ndarray):
-        self.queue.put(samples)
-
-    def end(self):
-        self.all_in = True
-        self.queue.put(None)
-
-    def _callback(self, indata, outdata, status):  # the device's thread
-        if not self.playing:
-            if self.all_in or self.queue.qsize() >= self.buffer_chunks:
-                self.playing = True
-            else:
-                outdata.fill(0)
-                return
-        try:
-            samples = self.queue.get_nowait()
-        except queue.Empty:
-            self.playing = False  # re-buffer
-            self.underruns += 1
-            outdata.fill(0)
-            return
-        if samples is None:
-            outdata.fill(0)
-            raise self._callback_stop
-        outdata[:, 0] = samples
-        outdata[:, 1] = samples
-        self.played += 1
-
-    def _finished(self):  # the device's thread, or the one that stopped it
-        self.reactor.callFromThread(self._fire_finished)
-
-    def _fire_finished(self):
-        if not self.finished.called:
-            self.finished.callback(None)
-
-    def close(self):
-        if self.stream is not None:
-            self.stream.close()
-            self.stream = None
-
+# -- what the director sees -----------------------------------------------------------
 
 class StatusLine:
     """One line: progress, time, singers in the mix, mix level. Rewritten in place (\\r) on
@@ -575,6 +272,7 @@ class DeskWatcher:
         self.note = note
         self.interval, self.fast_interval, self.fast_period = interval, fast_interval, fast_period
         self.client: DeskClient | None = None
+        self.unreachable = None  # the note, held until the mix comes (not for a wrong port)
         self.singers = None  # how many in the mix, None if unknown
         self.handled = set()  # singer ids whose remembered gain was looked at
         self.applied = []  # (Singer, gain) applied
@@ -588,7 +286,7 @@ class DeskWatcher:
         try:
             self.client = await connect_desk(self.reactor, self.host, self.port)
         except DeskError as e:
-            self.note(f"Note: {e}. Singers will not be counted, and remembered levels not applied.")
+            self.unreachable = f"Note: {e}. Singers will not be counted, and remembered levels not applied."
             return False
         return True
 
@@ -672,16 +370,19 @@ class Session:
     """One rehearsal, from connecting to saving the mix."""
 
     def __init__(self, reactor, options, out, track=None, device_factory=None,
-                 remembered=None, status_interval=None):
+                 remembered=None, status_interval=None, idle_timeout=IDLE_TIMEOUT):
         self.reactor = reactor
         self.options = options
         self.out = out
         self.track = track
-        self.device_factory = device_factory
+        # --simulate: no sound card at all
+        self.device_factory = device_factory or (simulated_card if options.get("simulate") else None)
         self.remembered = remembered or RememberedGains()
         self.status = None
         self.status_interval = status_interval
+        self.idle_timeout = idle_timeout
         self.director = None
+        self.desk = None
         self.player = None
         self.interrupted = False
         self._playback = None  # waiting for the end of playback
@@ -720,6 +421,8 @@ class Session:
         self.status.level = level_dbfs(pcm)
         if index == 0:
             self.say("The choir is in: the mix is coming back.")
+            if self.desk.unreachable:
+                self.say(self.desk.unreachable)
         if self.player is not None:
             samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
             monitor = self.source.monitor(index)
@@ -730,11 +433,12 @@ class Session:
     async def run(self) -> int:
         options = self.options
         host, port = options["server"], options["port"]
+        self.address = address = format_server(host, port)
         if options["live"]:
             from .devices import DeviceError
             try:
                 self.source = LiveSource(self.reactor, self._device(input_device=options["input-device"],
-                                                                    output_device=options["output-device"]))
+                                                                    need_output=False))
             except DeviceError as e:
                 self.say(f"Cannot use the microphone: {e}")
                 return 1
@@ -753,8 +457,9 @@ class Session:
         if not options["mute"]:
             from .devices import DeviceError
             try:
-                self.player = Player(self.reactor, self._device(input_device=options["input-device"],
-                                                                output_device=options["output-device"]))
+                # speakers only: a machine without a microphone plays the choir too
+                self.player = Player(self.reactor, self._device(output_device=options["output-device"],
+                                                                need_input=False))
             except DeviceError as e:
                 self.say(f"Cannot play the choir: {e}\n(Use --mute to run without sound.)")
                 return 1
@@ -765,13 +470,14 @@ class Session:
             self.status.interval = 0.2
         # Connected first (header only), so that the desk is served to this address; the
         # remembered gains are set before the first track chunk opens the session.
-        self.director = DirectorProtocol(self.reactor, self.source, on_mix=self._on_mix, held=True)
-        desk = DeskWatcher(self.reactor, host, options["desk-port"], self.remembered, self.say)
+        self.director = DirectorProtocol(self.reactor, self.source, on_mix=self._on_mix, held=True,
+                                         idle_timeout=self.idle_timeout)
+        self.desk = desk = DeskWatcher(self.reactor, host, options["desk-port"], self.remembered, self.say)
         endpoint = endpoints.HostnameEndpoint(self.reactor, host, port, timeout=10)
         try:
             await endpoints.connectProtocol(endpoint, self.director)
         except (error.ConnectError, error.DNSLookupError, error.TimeoutError) as e:
-            self.say(f"Cannot reach the choir server at {host}:{port} ({plain_reason(e)}).")
+            self.say(f"Cannot reach the choir server at {address} ({plain_reason(e)}).")
             return 1
         if not self.director.done.called and await desk.connect():  # (not if refused at once)
             await desk.prepare()
@@ -780,7 +486,7 @@ class Session:
             self.director.transport.loseConnection()
             self.say("Stopped before the session began.")
             return 0
-        self.say(f"Connected to {host}:{port}." + (" Live: your microphone is sent. Ctrl-C to stop."
+        self.say(f"Connected to {address}." + (" Live: your microphone is sent. Ctrl-C to stop."
                                                    if self.source.live else " Ctrl-C to stop early."))
         self.director.release()
         try:
@@ -808,6 +514,20 @@ class Session:
         self.status.singers = desk.singers
         self.status.update()
 
+    async def _wrong_port(self) -> str | None:
+        """What the server is, if no mix came and it is not a choir server's director port."""
+        director = self.director
+        if director.mix or not (director.refused or director.hung_up or director.timed_out
+                                or director.first_bytes):
+            return None  # (e.g. our microphone failed)
+        peer = recognise(director.first_bytes)
+        if peer.kind == NOTHING:  # our desk and web ports hang up on a director's bytes,
+            # 1.1.3's desk port says nothing: ask them in their own words
+            peer = await probe(self.reactor, self.options["server"], self.options["port"])
+            if director.timed_out and peer.kind in (NOTHING, UNKNOWN):
+                return None  # a server that only fell silent
+        return wrong_port_message(self.address, self.options["port"], peer)
+
     async def _finish(self) -> int:
         director, status = self.director, self.status
         status.received = director.conn.received
@@ -818,7 +538,11 @@ class Session:
         if self.player is not None:
             self.player.end()
         code = 0
-        if director.refusal:  # our daemon says why
+        wrong_port = await self._wrong_port()
+        if wrong_port:
+            self.say(f"Cannot run the session: {wrong_port}.")
+            code = 1
+        elif director.refusal:  # our daemon says why
             self.say(f"The server {'ended' if director.mix else 'refused'} the session: "
                      f"{director.refusal}.")
             code = 1
@@ -867,12 +591,6 @@ class Session:
 
 
 # -- entry points -----------------------------------------------------------------------
-
-def parse(argv) -> Options:
-    options = Options()
-    options.parseOptions(argv)
-    return options
-
 
 async def run(reactor, options, out=None, track=None, device_factory=None, remembered=None):
     """The program without its process-wide parts (signals, exit): returns the exit status."""

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import soundfile
-from twisted.internet import endpoints, reactor, task, threads
+from twisted.internet import defer, endpoints, protocol, reactor, task, threads
 
 from choir_clients import director
 from choir_clients.simulated import SimulatedSinger
@@ -72,6 +72,43 @@ def level_ratio(mix: np.ndarray, reference: np.ndarray, first: int, last: int) -
     """Median over chunks [first, last) of the mix's RMS over the reference's."""
     a, b = chunk_rms(mix)[first:last], chunk_rms(reference)[first:last]
     return float(np.median(a / np.maximum(b, 1e-9)))
+
+
+DIRECTOR = os.path.join(VENV_BIN, "choir-director")
+
+
+class DirectorProcess(protocol.ProcessProtocol):
+    """A program run with ``reactor.spawnProcess``: what it printed (stdout and stderr, in
+    order), and ``ended``, its exit status."""
+
+    def __init__(self):
+        self.output = []
+        self.ended = defer.Deferred()
+
+    @property
+    def text(self):
+        return b"".join(self.output).decode("utf-8", "replace")
+
+    def outReceived(self, data):
+        self.output.append(data)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value.exitCode)
+
+    def kill(self):
+        if not self.ended.called:
+            self.transport.signalProcess("KILL")
+            return self.ended
+
+
+def spawn_director(test, *args, env) -> DirectorProcess:
+    """The real choir-director, running while the reactor (and an in-process daemon) runs."""
+    process = DirectorProcess()
+    reactor.spawnProcess(process, DIRECTOR, [DIRECTOR, *args], env=env)
+    test.addCleanup(process.kill)
+    return process
 
 
 async def run_director(*args, track=None, device_factory=None):

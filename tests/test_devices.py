@@ -12,7 +12,8 @@ import pytest
 import soundfile
 
 from choir_clients.audio import AudioStream, StreamStatus
-from choir_clients.devices import CallbackStop, DeviceError, EchoDevice, FileMicrophone, SoundDevice
+from choir_clients.devices import (CallbackStop, DeviceError, EchoDevice, FileMicrophone, SilentCard,
+                                   SimulatedCard, SoundDevice)
 
 from .jack import jack_dummy, run_sounddevice
 
@@ -198,6 +199,34 @@ def test_file_microphone_errors(tmp_path):
         FileMicrophone(path)
     with pytest.raises(DeviceError, match="cannot read"):
         FileMicrophone(tmp_path / "missing.wav")
+
+
+def test_simulated_card_echoes_after_its_latency_in_ms_with_quiet_noise():
+    """--simulate 150: the echo comes 6615 samples (150 ms at 44.1 kHz) later, under a
+    noise of -60 dBFS RMS; the card is named (and its calibration keyed) by the ms."""
+    card = SimulatedCard(150, seed=1)
+    assert (card.latency_samples, card.name, card.card_names) == (
+        6615, "simulated 150 ms", ("simulated 150 ms", "simulated 150 ms"))
+    assert card.realtime
+    card.realtime = False  # (the same card, run fast)
+    play, recorded, _, _ = run(card, 40)
+    noise = recorded[:6615]  # before the echo: the noise alone
+    assert 0.0008 < np.sqrt(np.mean(noise.astype(np.float64) ** 2)) < 0.0012
+    residual = recorded[6615:] - mono(play)[:-6615]
+    assert np.abs(residual).max() < 0.01
+    assert SimulatedCard(12.5).name == "simulated 12.5 ms"
+    with pytest.raises(ValueError, match="least latency is 512"):
+        SimulatedCard(11)
+
+
+def test_silent_card_hears_nothing_in_real_time():
+    """SilentCard (under --input-file): silence in, in real time (40 blocks take 0.46 s)."""
+    start = time.monotonic()
+    _, recorded, _, _ = run(SilentCard("recording x.wav"), 40)
+    elapsed = time.monotonic() - start
+    assert np.all(recorded == 0)
+    assert 40 * DT - 0.05 < elapsed < 40 * DT + 0.5
+    assert SilentCard("recording x.wav").card_names == ("recording x.wav",) * 2
 
 
 def test_devices_module_does_not_import_sounddevice():

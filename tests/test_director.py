@@ -11,21 +11,21 @@ import tempfile
 
 import numpy as np
 import soundfile
-from twisted.internet import defer, protocol, reactor, threads
+from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
-from choir_clients import director
+from choir_clients import director, director_options
 from choir_clients.desk_client import (DeskError, Singer, find_singer, format_gain, parse_db)
 from choir_clients.devices import FileMicrophone
 from choir_clients.media import load_track
 from choir_protocol.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
 
 from .audio_reference import best_lag, broadband_track, heard_and_sung, mono
-from .daemon_process import VENV_BIN, InProcessDaemon
-from .director_helpers import (RecordingSpeaker, Server113, connect, director_args, encode,
-                               level_ratio, make_signal, private_config, run_director, until)
+from .daemon_process import InProcessDaemon, free_port
+from .director_helpers import (DIRECTOR, DirectorProcess, RecordingSpeaker, Server113, connect,
+                               director_args, encode, level_ratio, make_signal, private_config,
+                               run_director, until)
 
-DIRECTOR = os.path.join(VENV_BIN, "choir-director")
 SPECS = [(0.0, 0.0, 2), (0.05, 0.02, 4), (0.15, 0.05, 7)]  # delay s, jitter s, device latency
 
 
@@ -90,13 +90,25 @@ class SessionTest(DaemonTestCase):
 
     async def test_at_the_singer_port_says_where_to_go(self):
         """Pointed at the singer port, choir-director is told where directors go."""
+        singers = self.daemon.port("singers")
         code, printed, _ = await run_director(
-            "--server", "127.0.0.1", "--port", str(self.daemon.port("singers")), "--desk-port",
+            "--server", "127.0.0.1", "--port", str(singers), "--desk-port",
             str(self.daemon.port("desk")), "--input", "b.wav", "--mute", track=broadband_track(0.5))
         self.assertEqual(code, 1)
-        self.assertIn(f"The server refused the session: this is the singer port; directors use "
-                      f"port {self.daemon.port('director')}.", printed)
+        self.assertIn(f"Cannot run the session: 127.0.0.1:{singers} is a choir server's singer "
+                      f"port, not its director port (try :{self.daemon.port('director')}).", printed)
         self.assertFalse(self.daemon.room.singers)
+
+    async def test_no_desk_is_noted_once_the_choir_is_in(self):
+        """The desk cannot be reached: the session runs, and says so when the mix comes
+        (not before: at a wrong port, only the wrong port is worth a word)."""
+        await self.singers(SPECS[:1])
+        code, printed, _ = await run_director(
+            "--server", f"127.0.0.1:{self.daemon.port('director')}", "--desk-port", str(free_port()),
+            "--input", "b.wav", "--mute", track=broadband_track(0.5))
+        self.assertEqual(code, 0, printed)
+        self.assertRegex(printed, r"The choir is in: the mix is coming back\.\nNote: cannot reach the "
+                                  r"mixing desk at 127\.0\.0\.1:\d+ \(connection refused")
 
     async def test_no_server(self):
         code, printed, _ = await run_director("--server", "127.0.0.1", "--port", "1", "--desk-port",
@@ -113,7 +125,7 @@ class SessionTest(DaemonTestCase):
         track_file = self.path("long.wav")
         soundfile.write(track_file, track, SAMPLE_RATE, "PCM_16")
         output = self.path("mix.wav")
-        process = _Process()
+        process = DirectorProcess()
         reactor.spawnProcess(process, DIRECTOR, [DIRECTOR, *director_args(
             self.daemon, "--input", track_file, "--mute", "--output", output)],
             env=dict(os.environ, CHOIR_CONFIG_DIR=self.config))
@@ -143,7 +155,7 @@ class SessionTest(DaemonTestCase):
         await self.singers(SPECS[:1])
         track_file = self.path("long.wav")
         soundfile.write(track_file, broadband_track(20.0), SAMPLE_RATE, "PCM_16")
-        process = _Process()
+        process = DirectorProcess()
         reactor.spawnProcess(process, DIRECTOR, [DIRECTOR, *director_args(
             self.daemon, "--input", track_file, "--mute", "--output", self.path("mix.wav"))],
             env=dict(os.environ, CHOIR_CONFIG_DIR=self.config))
@@ -156,29 +168,6 @@ class SessionTest(DaemonTestCase):
         self.assertEqual(await process.ended, 130, process.text)
         self.assertTrue(process.text.rstrip().endswith("Quit."), process.text)
         self.assertFalse(os.path.exists(self.path("mix.wav")))
-
-
-class _Process(protocol.ProcessProtocol):
-    def __init__(self):
-        self.output = []
-        self.ended = defer.Deferred()
-
-    @property
-    def text(self):
-        return b"".join(self.output).decode("utf-8", "replace")
-
-    def outReceived(self, data):
-        self.output.append(data)
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.ended.callback(reason.value.exitCode)
-
-    def kill(self):
-        if not self.ended.called:
-            self.transport.signalProcess("KILL")
-            return self.ended
 
 
 class DeskTest(DaemonTestCase):
@@ -327,6 +316,24 @@ class OnlineChoir113ServerTest(unittest.TestCase):
         self.assertIn("singers: 2", out.getvalue())
 
 
+    async def test_at_the_113_desk_port(self):
+        """1.1.3's control port says nothing to a director's bytes: once the director gives
+        up waiting, it asks the port as a desk would, and names it."""
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder, True)
+        private_config(self)
+        server = Server113(folder)
+        self.addCleanup(server.stop)
+        await server.ready()
+        out = io.StringIO()
+        session = director.Session(reactor, director.parse([
+            "--server", f"127.0.0.1:{server.desk}", "--input", "b.wav", "--mute"]), out,
+            track=broadband_track(1.0), idle_timeout=1.0)
+        self.assertEqual(await session.run(), 1, out.getvalue())
+        self.assertIn(f"Cannot run the session: 127.0.0.1:{server.desk} is a choir server's "
+                      "mixing-desk port, not its director port", out.getvalue())
+
+
 class PlaybackTest(DaemonTestCase):
     async def test_plays_the_mix_with_the_monitor(self):
         """Not muted: the mix is played after 2 s of buffer, plus the backing track at
@@ -390,7 +397,7 @@ class SoundCardTest(DaemonTestCase):
         track = broadband_track(1.5)
         track_file, output, recording = self.path("t.wav"), self.path("mix.wav"), self.path("rec.wav")
         soundfile.write(track_file, track, SAMPLE_RATE, "PCM_16")
-        process = _Process()
+        process = DirectorProcess()
         reactor.spawnProcess(process, DIRECTOR, [DIRECTOR, *director_args(
             self.daemon, "--input", track_file, "--monitor-level", "0.25", "--output", output)], env=env)
         self.addCleanup(process.kill)
@@ -468,5 +475,109 @@ class UnitTest(unittest.TestCase):
         for bad in ([], ["--input", "x", "--live"], ["--input", "x", "--output", "x.mp3"],
                     ["--input", "x", "--monitor-level", "2"], ["desk", "gain", "Anna"],
                     ["desk", "shout"]):
-            with self.assertRaises(director.usage.UsageError, msg=bad):
+            with self.assertRaises(director_options.usage.UsageError, msg=bad):
                 director.parse(bad)
+        for bad in (["--server", "h:9000", "--port", "9001", "--input", "x"],
+                    ["--simulate", "--output-device", "1", "--input", "x"],
+                    ["desk", "--server", "h:x"], ["--server", "", "--input", "x"]):
+            with self.assertRaises(director_options.usage.UsageError, msg=bad):
+                director.parse(bad)
+
+    def test_server_with_a_port(self):
+        """The port in --server is the director port; the desk port follows it."""
+        options = director.parse(["--server", "choir.example.org:9000", "--input", "x"])
+        self.assertEqual((options["server"], options["port"], options["desk-port"]),
+                         ("choir.example.org", 9000, 8980))
+        options = director.parse(["--server", "[::1]:9000", "--port", "9000", "--input", "x"])
+        self.assertEqual((options["server"], options["port"]), ("::1", 9000))  # (the same twice)
+        options = director.parse(["--server", "h:9000", "desk", "list"])  # inherited by the desk
+        self.assertEqual((options.subOptions["server"], options.subOptions["port"],
+                          options.subOptions["desk-port"]), ("h", 9000, 8980))
+        options = director.parse(["desk", "--server", "other:7000", "--desk-port", "7001", "list"])
+        self.assertEqual((options.subOptions["server"], options.subOptions["port"],
+                          options.subOptions["desk-port"]), ("other", 7000, 7001))
+
+
+class _FakeStatus:
+    input_overflow = output_underflow = False
+
+
+class _FakeSounddevice:
+    """sounddevice on a machine whose only card has speakers and no microphone: records
+    which stream class is opened, with what."""
+
+    class PortAudioError(Exception):
+        pass
+
+    class CallbackStop(Exception):
+        pass
+
+    CallbackAbort = CallbackStop
+
+    def __init__(self):
+        self.opened = []
+
+    def query_devices(self, device=None, kind=None):
+        if kind == "input":
+            raise self.PortAudioError("Error querying device -1")
+        return {"name": "speakers", "index": 0}
+
+    def check_input_settings(self, **settings):
+        raise self.PortAudioError("no input")
+
+    def check_output_settings(self, **settings):
+        pass
+
+    def _open(self, kind, **settings):
+        self.opened.append((kind, settings))
+        return kind
+
+    def Stream(self, **settings):
+        return self._open("Stream", **settings)
+
+    def OutputStream(self, **settings):
+        return self._open("OutputStream", **settings)
+
+    def InputStream(self, **settings):
+        return self._open("InputStream", **settings)
+
+
+class SoundDeviceDirectionsTest(unittest.TestCase):
+    """SoundDevice opens only the directions it is asked for: playing needs no microphone."""
+
+    def setUp(self):
+        from choir_clients import devices
+        self.sd = _FakeSounddevice()
+        self.patch(devices, "_sounddevice", lambda: self.sd)
+        self.patch(devices, "list_devices", lambda: "  0  speakers")  # (in error messages)
+        self.devices = devices
+
+    def test_playback_opens_an_output_stream(self):
+        calls = []
+        device = self.devices.SoundDevice(output_device="2", need_input=False)
+        self.assertEqual(device.name, "speakers")
+        device.open(lambda indata, outdata, status: (calls.append(indata.copy()), outdata.fill(0.5)))
+        [(kind, settings)] = self.sd.opened
+        self.assertEqual((kind, settings["channels"], settings["device"], settings["blocksize"]),
+                         ("OutputStream", 2, 2, FRAMES_PER_CHUNK))
+        outdata = np.zeros((FRAMES_PER_CHUNK, 2), np.float32)
+        settings["callback"](outdata, FRAMES_PER_CHUNK, None, _FakeStatus())
+        self.assertEqual(calls[0].shape, (FRAMES_PER_CHUNK, 1))
+        self.assertFalse(calls[0].any())  # the missing microphone is silence
+        self.assertTrue((outdata == 0.5).all())  # what the callback played
+
+    def test_a_duplex_device_needs_the_microphone(self):
+        with self.assertRaisesRegex(self.devices.DeviceError, "no default input device"):
+            self.devices.SoundDevice()
+
+    def test_recording_opens_an_input_stream(self):
+        self.sd.check_input_settings = lambda **settings: None
+        self.sd.query_devices = lambda device=None, kind=None: {"name": "mic", "index": 1}
+        heard = []
+        self.devices.SoundDevice(need_output=False).open(
+            lambda indata, outdata, status: (heard.append(indata[0, 0]), outdata.fill(1.0)))
+        [(kind, settings)] = self.sd.opened
+        self.assertEqual((kind, settings["channels"]), ("InputStream", 1))
+        settings["callback"](np.full((FRAMES_PER_CHUNK, 1), 0.25, np.float32), FRAMES_PER_CHUNK,
+                             None, _FakeStatus())
+        self.assertEqual(heard, [0.25])
