@@ -30,9 +30,10 @@ PORTAUDIO_CLIENT = "PortAudio"
 _servers = itertools.count()
 
 
-def start_jack_dummy(test) -> dict:
-    """Start JACK's dummy backend at 44.1 kHz, 512 frames per period; stopped at the
-    test's cleanup. Returns the environment to run JACK clients in."""
+def start_jack_dummy(test, capture_ports: int = 2) -> dict:
+    """Start JACK's dummy backend at 44.1 kHz, 512 frames per period (``capture_ports=0``:
+    a card with no microphone); stopped at the test's cleanup. Returns the environment to
+    run JACK clients in."""
     jackd = shutil.which("jackd")
     if jackd is None:
         raise AssertionError("jackd is not installed (apt-get install jackd2): needed for the "
@@ -45,7 +46,8 @@ def start_jack_dummy(test) -> dict:
     output = tempfile.TemporaryFile()
     test.addCleanup(output.close)
     process = subprocess.Popen([jackd, "--no-realtime", "-n", name, "-d", "dummy", "-r", "44100",
-                                "-p", "512"], stdout=output, stderr=subprocess.STDOUT, env=env)
+                                "-p", "512", "-C", str(capture_ports)],
+                               stdout=output, stderr=subprocess.STDOUT, env=env)
     test.addCleanup(process.wait)
     test.addCleanup(process.terminate)
     subprocess.run(["jack_wait", "--wait", "--timeout", "20"], capture_output=True, env=env)

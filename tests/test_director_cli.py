@@ -17,7 +17,7 @@ from choir_protocol.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
 from .audio_reference import best_lag, broadband_track, heard_and_sung, mono
 from .daemon_process import InProcessDaemon, TwistdDaemon
 from .director_helpers import DIRECTOR, connect, private_config, spawn_director, until
-from .jack import ports, run_sounddevice
+from .jack import ports, run_sounddevice, start_jack_dummy
 
 SINGERS = [(0.0, 0.0, 2)]  # one simulated singer: delay s, jitter s, device latency (chunks)
 
@@ -115,7 +115,7 @@ class NoMicrophoneTest(_InProcessDaemon):
     async def test_plays_on_a_card_without_a_microphone(self):
         """A sound card with speakers and no microphone (JACK's dummy card without capture
         ports): choir-director plays the choir through an output-only stream."""
-        env = dict(_start_jack_without_microphone(self), **self.env)
+        env = dict(start_jack_dummy(self, capture_ports=0), **self.env)
         nothing_to_record = run_sounddevice(env, "devices")["error"]  # a duplex device fails
         self.assertIn("there is no default input device", nothing_to_record)
         await self.singers()
@@ -126,24 +126,6 @@ class NoMicrophoneTest(_InProcessDaemon):
         self.assertNotIn("PortAudio:in_0", ports(env))  # no input opened
         self.assertEqual(await process.ended, 0, process.text)
         self.assertIn("Played 1.0 s of the choir.", process.text)
-
-
-def _start_jack_without_microphone(test) -> dict:
-    """tests.jack's dummy card, with playback ports only."""
-    name = f"choir-test-nomic-{os.getpid()}-{id(test)}"
-    env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1", JACK_DEFAULT_SERVER=name)
-    output = tempfile.TemporaryFile()
-    test.addCleanup(output.close)
-    process = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "44100",
-                                "-p", "512", "-C", "0"], stdout=output, stderr=subprocess.STDOUT,
-                               env=env)
-    test.addCleanup(process.wait)
-    test.addCleanup(process.terminate)
-    subprocess.run(["jack_wait", "--wait", "--timeout", "20"], capture_output=True, env=env)
-    if subprocess.run(["jack_lsp"], capture_output=True, env=env).returncode:
-        output.seek(0)
-        raise AssertionError(f"jackd did not come up: {output.read().decode(errors='replace')}")
-    return env
 
 
 class ServerOptionTest(unittest.TestCase):
