@@ -19,14 +19,15 @@ runners, jobs and media list/show work so; api-tokens, operator-tokens and media
 only on the data directory.
 
 The store keeps only each token's hash: a token is printed once, by its ``create``; lists
-show its prefix (``ptrrt-1a2b3c4d``), and ``revoke`` takes the token or that prefix.
+show its prefix (``ptrrt-1a2b3c4d``), and ``revoke`` takes the token or that prefix. The
+commands a ``create`` prints for others to run (``choir-runner register``, ``curl``) name
+the daemon's real address (``admin_hints``).
 
 Exit status: 0 on success, 1 on an operational error (one line on stderr), 2 on a usage
 error. ``--json`` (before the command) prints JSON for scripts instead of tables.
 """
 import json
 import os
-import socket
 import sqlite3
 import sys
 import time
@@ -39,11 +40,15 @@ from choir_protocol import jobs as J
 from choir_protocol.jobs import JobError, JobState, JobType
 from choir_protocol.publishing import media_state
 from choir_protocol.tokens import token_prefix
+from choir_protocol.version import program_version
 
+from . import admin_hints as hints
 from .cli import parse_options
 
 DEFAULT_DATA_DIR = "./choir-data"
-DEFAULT_PORT = 8000
+PROGRAM = "choir-admin"
+URL_DEFAULT = ("[default: choir-admin's --url, else the address the daemon left in "
+               "DATA_DIR/http-url, else http://<this host>:8000]")
 
 
 class AdminError(Exception):
@@ -90,7 +95,14 @@ def parse_types(text):
     return out
 
 
-class _Command(usage.Options):
+class _Options(usage.Options):
+    def opt_version(self):
+        """Print the version and exit."""
+        print(program_version(PROGRAM))
+        raise SystemExit(0)
+
+
+class _Command(_Options):
     """A leaf command: its positional arguments are named by ``args`` (a tuple)."""
 
     args = ()
@@ -109,11 +121,14 @@ class _Command(usage.Options):
             self[name] = value
 
     def getSynopsis(self):
-        return " ".join((super().getSynopsis() + "".join(f" {a.upper()}" for a in self.args))
-                        .split())
+        synopsis = super().getSynopsis().split()
+        names = [a.upper() for a in self.args]
+        if synopsis[-len(names):] != names:  # (unless the synopsis names them already)
+            synopsis += names
+        return " ".join(synopsis)
 
 
-class _Group(usage.Options):
+class _Group(_Options):
     synopsis = ""
 
     def getSynopsis(self):
@@ -127,12 +142,11 @@ class _Group(usage.Options):
 
 class TokenCreate(_Command):
     synopsis = "[--url URL] [--runner-name NAME]"
-    longdesc = ("Create a registration token and print it with the command line that the "
-                "runner operator runs on the runner machine to register it.")
+    longdesc = ("Create a registration token and print it with the command lines that the "
+                "runner operator runs on the runner machine to register it (choir-runner's "
+                "and PeerTube's peertube-runner's).")
     optParameters = [
-        ["url", "u", None,
-         f"URL the runners reach this daemon at [default: http://<this host>:{DEFAULT_PORT}, "
-         f"or choir-admin's --url]"],
+        ["url", "u", None, "URL the runners reach this daemon at " + URL_DEFAULT],
         ["runner-name", "n", None,
          "Runner name to put in the printed register command [default: runner-<token end>]"],
     ]
@@ -151,8 +165,8 @@ class TokenRevoke(_Command):
 
 
 class TokensOptions(_Group):
-    longdesc = ("Registration tokens let a PeerTube runner register itself "
-                "(peertube-runner register --registration-token ...).")
+    longdesc = ("Registration tokens let a runner register itself (choir-runner register "
+                "--registration-token ..., or PeerTube's peertube-runner register).")
     subCommands = [
         ["create", None, TokenCreate, "Create a token and print the runner's register command."],
         ["list", None, TokenList, "List registration tokens."],
@@ -320,9 +334,10 @@ class MediaOptions(_Group):
 
 
 class ApiTokenCreate(_Command):
-    synopsis = "[--name NAME]"
+    synopsis = "[--name NAME] [--url URL]"
     longdesc = "Create an API token for the media HTTP API (uploads and listing)."
-    optParameters = [["name", "n", "api", "What the token is for (shown by 'list')."]]
+    optParameters = [["name", "n", "api", "What the token is for (shown by 'list')."],
+                     ["url", "u", None, "URL to name in the printed curl " + URL_DEFAULT]]
 
 
 class ApiTokenList(_Command):
@@ -347,11 +362,12 @@ class ApiTokensOptions(_Group):
 
 
 class OperatorTokenCreate(_Command):
-    synopsis = "[--name NAME]"
+    synopsis = "[--name NAME] [--url URL]"
     longdesc = ("Create an operator token for the admin HTTP API (choir-admin --url ... "
                 "--token ...). It is printed once, alone on the last line; the store keeps "
                 "only its hash.")
-    optParameters = [["name", "n", "operator", "Whose or what the token is (shown by 'list')."]]
+    optParameters = [["name", "n", "operator", "Whose or what the token is (shown by 'list')."],
+                     ["url", "u", None, "URL to name in the printed command " + URL_DEFAULT]]
 
 
 class OperatorTokenList(_Command):
@@ -504,19 +520,20 @@ class Admin:
 
     # tokens
     async def tokens_create(self, opts):
-        url = opts["url"] or f"http://{socket.gethostname()}:{DEFAULT_PORT}"
+        where = hints.daemon_url(opts["url"], data_dir=self.data_dir)
         tok = await self.store.create_registration_token()
-        self.emit_new_token(tok.token, tok.id, J.iso(tok.created_at), url, opts["runner-name"])
+        self.emit_new_token(tok.token, tok.id, J.iso(tok.created_at), where,
+                            opts["runner-name"])
 
-    def emit_new_token(self, token, token_id, created_at, url, runner_name):
-        name = runner_name or f"runner-{token[-6:]}"
-        command = (f"peertube-runner register --url {url} --registration-token {token} "
-                   f"--runner-name {name}")
-        self.emit({"token": token, "id": token_id, "createdAt": created_at, "url": url,
-                   "registerCommand": command},
+    def emit_new_token(self, token, token_id, created_at, where, runner_name):
+        commands = hints.register_commands(where.url, token,
+                                           runner_name or f"runner-{token[-6:]}")
+        self.emit({"token": token, "id": token_id, "createdAt": created_at, "url": where.url,
+                   "urlGuessed": where.guessed, "registerCommand": commands["choir-runner"],
+                   "registerCommands": commands},
                   f"Registration token: {token}\n(shown only now: the daemon keeps only its "
                   f"hash; 'tokens list' shows it as {token_prefix(token)})\n\n"
-                  f"On the runner machine, run:\n\n    {command}\n")
+                  + hints.registration_text(commands, where))
 
     async def tokens_list(self, opts):
         tokens = await self.store.list_registration_tokens(include_revoked=opts["all"])
@@ -715,6 +732,7 @@ class Admin:
 
     async def media_submit(self, opts):
         from choir_protocol.publishing import NotMedia
+        from choir_twisted.media_errors import not_media_reason
         from choir_twisted.publisher import submit_media
         path = opts["file"]
         if not os.path.isfile(path):
@@ -724,8 +742,9 @@ class Admin:
         try:
             media, jobs = await submit_media(self.store, self.data_dir, os.path.abspath(path),
                                              name, opts["webhook"], settings=settings)
-        except NotMedia as e:
-            raise AdminError(f"{path}: {e}")
+        except NotMedia as e:  # ffprobe's words name the file again: once is enough
+            reason = not_media_reason(e, path, what=path)
+            raise AdminError(reason if reason.startswith(path) else f"{path}: {reason}")
         rows = [[j.uuid, j.type, (j.payload.get("output") or {}).get("resolution"),
                  j.state.label] for j in jobs]
         self.emit({"id": media.id, "name": media.name, "probe": media.probe,
@@ -758,12 +777,13 @@ class Admin:
 
     # API tokens
     async def api_tokens_create(self, opts):
+        where = hints.daemon_url(opts["url"], data_dir=self.data_dir)
         tok = await self.store.create_api_token(opts["name"])
-        self.emit({"token": tok.token, "name": tok.name, "createdAt": J.iso(tok.created_at)},
+        command = hints.upload_command(where.url, tok.token)
+        self.emit({"token": tok.token, "name": tok.name, "createdAt": J.iso(tok.created_at),
+                   "url": where.url, "urlGuessed": where.guessed, "uploadCommand": command},
                   f"API token: {tok.token}\n(shown only now: the daemon keeps only its "
-                  f"hash)\n\nUpload with:\n\n    curl -H 'Authorization: "
-                  f"Bearer {tok.token}' -F file=@video.mp4 "
-                  f"http://{socket.gethostname()}:{DEFAULT_PORT}/api/v1/media\n")
+                  f"hash)\n\n" + hints.upload_text(command, where))
 
     async def api_tokens_list(self, opts):
         tokens = await self.store.list_api_tokens(include_revoked=opts["all"])
@@ -783,13 +803,13 @@ class Admin:
 
     # operator tokens
     async def operator_tokens_create(self, opts):
+        where = hints.daemon_url(opts["url"], data_dir=self.data_dir)
         tok, secret = await self.store.create_operator_token(opts["name"])
         self.emit({"id": tok.id, "name": tok.name, "token": secret,
-                   "createdAt": J.iso(tok.created_at)},
+                   "createdAt": J.iso(tok.created_at), "url": where.url,
+                   "urlGuessed": where.guessed},
                   f"Operator token {tok.id} ({tok.name}): shown only now, the daemon keeps "
-                  f"only its hash.\nUse it from another machine with:\n\n    choir-admin "
-                  f"--url http://{socket.gethostname()}:{DEFAULT_PORT} --token <the token "
-                  f"below> jobs list\n\n{secret}\n")
+                  f"only its hash.\n" + hints.operator_text(where) + f"\n{secret}\n")
 
     async def operator_tokens_list(self, opts):
         tokens = await self.store.list_operator_tokens(include_revoked=opts["all"])
@@ -833,7 +853,7 @@ async def run(argv, out=None, err=None, now=None):
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        config = parse_options(Options(), argv, "choir-admin", err)
+        config = parse_options(Options(), argv, PROGRAM, err)
     except SystemExit as e:  # a usage error (2), or --help (0)
         return e.code or 0
     group, leaf = config.subCommand, config.subOptions.subCommand

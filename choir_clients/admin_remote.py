@@ -21,6 +21,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from choir_protocol.jobs import JobState
 
+from . import admin_hints as hints
 from .admin import Admin, AdminError, _live_token, _resolve, ago, human_size, table
 from .cli import plain_reason
 
@@ -146,8 +147,8 @@ class RemoteAdmin:
         made = [t for t in await self._tokens(False) if t["id"] == token_id]
         if not made or not token:
             raise AdminError(f"{self.url} made a registration token but did not give it")
-        self.emit_new_token(token, token_id, made[0]["createdAt"], opts["url"] or self.url,
-                            opts["runner-name"])
+        self.emit_new_token(token, token_id, made[0]["createdAt"],
+                            hints.daemon_url(opts["url"], remote=self.url), opts["runner-name"])
 
     async def tokens_list(self, opts):
         self.emit_tokens([(t["id"], t.get("registrationTokenPrefix"), _epoch(t["createdAt"]),

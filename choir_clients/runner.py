@@ -8,17 +8,19 @@
 
 Like PeerTube's ``peertube-runner``, it may be registered with several servers (the choir
 daemon, PeerTube instances); the registrations live in ``runner.json`` of the choir
-configuration directory ($CHOIR_CONFIG_DIR, see config.py). ``server`` listens to each
+configuration directory ($CHOIR_CONFIG_DIR, see config.py; ``runner_register`` keeps them
+and runs register, unregister and list-registered). ``server`` listens to each
 server's socket.io notifications and asks for jobs on connect, on ``available-jobs``,
 after each finished job and 2.5 s after a round that found one (it never polls); at most
 ``--concurrency`` jobs run at once over all servers. SIGTERM or Ctrl-C kills the running
 ffmpegs and gives their jobs back (jobs/{uuid}/abort), then exits 0. A server that no
-longer knows the runner token (``unknown_runner_token``) is forgotten, as peertube-runner
-does.
+longer knows the runner token (``unknown_runner_token``: an admin removed the runner) is
+forgotten, as peertube-runner does; ``server`` follows runner.json while it runs
+(``runner_serve``): a new ``register`` is served at once, and when no registration is left
+it says so and exits 1.
 
 Exit status: 0, 1 on an operational error (one line on stderr), 2 on a usage error.
 """
-import os
 import sys
 from urllib.parse import urlsplit
 
@@ -27,23 +29,19 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from choir_protocol.version import program_version
-
 from . import runner_jobs
 from .cli import parse_options
-from .config import ConfigError, load_config, save_config
+from .config import ConfigError
 from .runner_http import RunnerHTTP, ServerProblem, Unreachable
+# the registrations in runner.json, and the commands that change them
+from .runner_register import (CONFIG, VERSION, RunnerError, forget,  # noqa: F401
+                              list_registered, load_registrations, register,
+                              save_registrations, unregister)
 from .runner_socket import NotificationClient
 
 PROGRAM = "choir-runner"
-CONFIG = "runner"  # -> runner.json
-VERSION = program_version("choir-runner")
 AGAIN_AFTER = 2.5  # seconds: ask again after a round that found a job
 ABORT_REASON = "The runner is shutting down"
-
-
-class RunnerError(Exception):
-    """An operational error: one line on stderr, exit status 1."""
 
 
 # -- options ---------------------------------------------------------------------------------
@@ -80,6 +78,11 @@ def _positive(text):
 
 class _Leaf(usage.Options):
     required = ()
+
+    def opt_version(self):
+        """Print the version and exit."""
+        print(VERSION)
+        raise SystemExit(0)
 
     def postOptions(self):
         missing = [f"--{name}" for name in self.required if not self[name]]
@@ -155,92 +158,6 @@ class Options(usage.Options):
                                    "server")
 
 
-# -- registrations ---------------------------------------------------------------------------
-
-def load_registrations() -> list:
-    registrations = load_config(CONFIG).get("registeredInstances", [])
-    if not isinstance(registrations, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("url"), str)
-            and isinstance(r.get("runnerToken"), str) for r in registrations):
-        raise ConfigError("the runner configuration's registeredInstances is malformed: "
-                          "fix it or delete it")
-    return registrations
-
-
-def save_registrations(registrations: list) -> None:
-    config = load_config(CONFIG)
-    config["registeredInstances"] = registrations
-    save_config(CONFIG, config)
-
-
-def forget(url: str, name: str) -> None:
-    save_registrations([r for r in load_registrations()
-                        if not (r["url"] == url and r.get("name") == name)])
-
-
-def _server_error(url, e) -> RunnerError:
-    if isinstance(e, Unreachable):
-        return RunnerError(f"cannot reach {url}: {str(e).split(': ', 1)[-1]}")
-    if e.code == "unknown_registration_token" or (e.status == 404 and e.code is None):
-        return RunnerError(f"{url} does not know this registration token")
-    return RunnerError(f"{url} refused: {e.detail}")
-
-
-async def register(reactor, opts, out) -> None:
-    url, name = opts["url"], opts["runner-name"]
-    registrations = load_registrations()
-    if any(r["url"] == url and r.get("name") == name for r in registrations):
-        raise RunnerError(f"already registered with {url} as {name!r} "
-                          "(choir-runner unregister first)")
-    api = RunnerHTTP(reactor, url)
-    try:
-        answer = await api.register(opts["registration-token"], name,
-                                    opts["runner-description"], VERSION)
-    except (ServerProblem, Unreachable) as e:
-        if isinstance(e, ServerProblem) and e.status == 404:
-            raise RunnerError(f"{url} does not know this registration token") from None
-        raise _server_error(url, e) from None
-    finally:
-        await api.close()
-    registrations.append({"url": url, "runnerToken": answer["runnerToken"], "name": name,
-                          "description": opts["runner-description"]})
-    save_registrations(registrations)
-    out.write(f"Registered with {url} as {name!r}.\n")
-
-
-async def unregister(reactor, opts, out) -> None:
-    url, name = opts["url"], opts["runner-name"]
-    registration = next((r for r in load_registrations()
-                         if r["url"] == url and r.get("name") == name), None)
-    if registration is None:
-        raise RunnerError(f"not registered with {url} as {name!r} (see list-registered)")
-    api = RunnerHTTP(reactor, url, registration["runnerToken"])
-    try:
-        await api.unregister()
-    except ServerProblem as e:
-        if e.code != "unknown_runner_token":
-            raise _server_error(url, e) from None
-        out.write(f"{url} had already forgotten this runner.\n")
-    except Unreachable as e:
-        raise _server_error(url, e) from None
-    finally:
-        await api.close()
-    forget(url, name)
-    out.write(f"Unregistered from {url} ({name!r}).\n")
-
-
-def list_registered(out) -> None:
-    registrations = load_registrations()
-    if not registrations:
-        out.write("Not registered with any server (choir-runner register ...).\n")
-        return
-    rows = [("URL", "NAME", "DESCRIPTION")] + [
-        (r["url"], r.get("name") or "", r.get("description") or "") for r in registrations]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
-
-
 # -- the server --------------------------------------------------------------------------------
 
 class Instance:
@@ -310,8 +227,9 @@ class Instance:
 
     def _problem(self, e, what):
         if isinstance(e, ServerProblem) and e.code == "unknown_runner_token":
-            self.log.warn("{url} does not know this runner any more: forgetting it",
-                          url=self.url)
+            self.log.warn("{url} does not know runner {name!r} any more (its admin removed "
+                          "it): forgetting this registration", url=self.url,
+                          name=self.registration.get("name"))
             self.gone = True
             self.runner.forget_instance(self)
         else:
@@ -331,21 +249,60 @@ class Runner:
 
     def __init__(self, reactor, registrations, concurrency=2, job_types=runner_jobs.SUPPORTED,
                  work_dir=None, on_forget=None, progress_every=runner_jobs.PROGRESS_EVERY,
-                 http_options=None, on_job_done=None):
+                 http_options=None, on_job_done=None, on_empty=None):
         self.reactor = reactor
         self.concurrency, self.job_types, self.work_dir = concurrency, list(job_types), work_dir
         self.on_forget, self.progress_every = on_forget, progress_every
         self.on_job_done = on_job_done  # (uuid, outcome), before asking for more
+        self.on_empty = on_empty  # (why), when the last registration is gone
         self.http_options = http_options or {}
         self.instances = [Instance(self, r) for r in registrations]
         self.running = {}  # uuid -> (instance, job, Deferred)
         self.outcomes = []  # (uuid, "completed" | "failed" | "lost" | "aborted")
         self.stopping = False
         self._forgotten = []  # instances stopping because their server forgot us
+        self._gone = set()  # their keys: never served again, even if runner.json keeps them
 
     def start(self):
         for instance in self.instances:
             instance.socket.start()
+
+    @staticmethod
+    def _key(registration):
+        return registration["url"], registration["runnerToken"]
+
+    def follow(self, registrations):
+        """Serve these registrations (runner.json changed): the new ones from now on, and
+        no more the ones gone from it."""
+        if self.stopping:
+            return
+        wanted = {self._key(r): r for r in registrations if self._key(r) not in self._gone}
+        for instance in list(self.instances):
+            if self._key(instance.registration) not in wanted:
+                self.log.info("{url}: the registration is gone from the configuration: "
+                              "leaving this server", url=instance.url)
+                self._drop(instance)
+        served = {self._key(i.registration) for i in self.instances}
+        for key, registration in wanted.items():
+            if key not in served:
+                self.log.info("{url}: new registration as {name!r}: connecting",
+                              url=registration["url"], name=registration.get("name"))
+                instance = Instance(self, registration)
+                self.instances.append(instance)
+                instance.socket.start()
+        self._maybe_empty(f"no registration left in the configuration (choir-runner "
+                          f"unregister?)")
+
+    def _drop(self, instance):
+        self._gone.add(self._key(instance.registration))
+        if instance in self.instances:
+            self.instances.remove(instance)
+        instance.gone = True
+        self._forgotten.append(defer.ensureDeferred(instance.stop()))
+
+    def _maybe_empty(self, why):
+        if not self.instances and not self.stopping and self.on_empty is not None:
+            self.on_empty(why)
 
     def free(self) -> int:
         return self.concurrency - len(self.running)
@@ -375,11 +332,12 @@ class Runner:
         return None
 
     def forget_instance(self, instance):
-        if instance in self.instances:
-            self.instances.remove(instance)
-        self._forgotten.append(defer.ensureDeferred(instance.stop()))
+        self._drop(instance)
         if self.on_forget is not None:
             self.on_forget(instance.registration)
+        self._maybe_empty(f"no registration left: {instance.url} removed this runner. "
+                          f"Register it again (choir-runner register --url {instance.url} "
+                          f"...), then start choir-runner server")
 
     async def abort(self, instance, job, reason=ABORT_REASON):
         try:
@@ -404,36 +362,6 @@ class Runner:
             + [defer.ensureDeferred(i.stop()) for i in self.instances] + self._forgotten)
 
 
-async def serve(reactor, opts, err) -> None:
-    registrations = load_registrations()
-    if not registrations:
-        raise RunnerError("not registered with any server: run 'choir-runner register' first")
-    if opts["work-dir"]:
-        os.makedirs(opts["work-dir"], exist_ok=True)
-    for tool in ("ffmpeg", "ffprobe"):
-        try:
-            runner_jobs.executable(tool)
-        except runner_jobs.JobFailed as e:
-            raise RunnerError(str(e)) from None
-    _log_to(err)
-    runner = Runner(reactor, registrations, opts["concurrency"], opts["job-types"],
-                    opts["work-dir"],
-                    on_forget=lambda r: forget(r["url"], r.get("name")))
-    stopped = defer.Deferred()
-
-    async def shutdown():
-        Logger().info("Stopping: giving the running jobs back")
-        await runner.stop()
-        stopped.callback(None)
-    # SIGTERM/SIGINT stop the reactor; "before shutdown" waits for the aborts to be sent
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(shutdown()))
-    Logger().info("{version}: {n} server(s), concurrency {c}, job types {types}",
-                  version=VERSION, n=len(registrations), c=opts["concurrency"],
-                  types=",".join(opts["job-types"]))
-    runner.start()
-    await stopped
-
-
 # -- main ------------------------------------------------------------------------------------
 
 async def run(reactor, argv, out=None, err=None) -> int:
@@ -452,6 +380,7 @@ async def run(reactor, argv, out=None, err=None) -> int:
         elif command == "list-registered":
             list_registered(out)
         else:
+            from .runner_serve import serve  # (it imports this module)
             await serve(reactor, opts, err)
     except (RunnerError, ConfigError) as e:
         err.write(f"{PROGRAM}: {e}\n")

@@ -25,11 +25,16 @@ REDIRECTS = {301, 302, 303, 307, 308}
 
 
 class ServerProblem(Exception):
-    """The server refused a call (an HTTP error status, with problem+json when it has it)."""
+    """The server refused a call (an HTTP error status, with problem+json when it has it).
 
-    def __init__(self, status: int, code: str | None, detail: str):
+    ``from_api``: the answer was JSON, as a runner API's (PeerTube's, ours) always is; an
+    HTML 404 or a JSON call answered with something else comes from no runner API at all
+    (a wrong path or port in the URL)."""
+
+    def __init__(self, status: int, code: str | None, detail: str, from_api: bool = True):
         super().__init__(f"{detail} ({status}{', ' + code if code else ''})")
         self.status, self.code, self.detail = status, code, detail
+        self.from_api = from_api
 
 
 class Unreachable(Exception):
@@ -57,7 +62,8 @@ async def _problem(response) -> ServerProblem:
         detail = problem.get("detail") or problem.get("title") or problem.get("error")
         return ServerProblem(response.code, problem.get("code"), str(detail or response.phrase))
     text = body.decode("utf-8", "replace").strip()[:200]
-    return ServerProblem(response.code, None, text or response.phrase.decode("latin-1"))
+    return ServerProblem(response.code, None, text or response.phrase.decode("latin-1"),
+                         from_api=False)
 
 
 class RunnerHTTP:
@@ -105,7 +111,11 @@ class RunnerHTTP:
         response = await self._post(self.url + API + path, json={**body, **fields},
                                     timeout=CALL_TIMEOUT)
         data = await response.content()
-        return json.loads(data) if data else None
+        try:
+            return json.loads(data) if data else None
+        except ValueError:
+            raise ServerProblem(response.code, None, "the answer is not JSON",
+                                from_api=False) from None
 
     def _tokens(self, job_token=None) -> dict:
         return {"runnerToken": self.runner_token,

@@ -17,6 +17,7 @@ import uuid as uuidlib
 import attrs
 
 from . import jobs as J
+from .hls_codecs import runner_guess, stream_codecs
 from .jobs import JobType, TranscodingSettings
 
 RECORDING_PRIORITY = J.DEFAULT_PRIORITY
@@ -38,6 +39,7 @@ class Probe:
     fps: float | None = None
     has_audio: bool = False
     format: str = ""
+    codecs: str = ""  # RFC 6381, for HLS's CODECS: "avc1.64001f,mp4a.40.2"; "" if unknown
 
     @property
     def has_video(self) -> bool:
@@ -78,7 +80,8 @@ def probe_from_ffprobe(info: dict) -> Probe:
     if duration <= 0:
         raise NotMedia("the file has no duration (a still image, or an empty stream?)")
     if not video:
-        return Probe(duration, has_audio=True, format=fmt.get("format_name", ""))
+        return Probe(duration, has_audio=True, format=fmt.get("format_name", ""),
+                     codecs=stream_codecs(None, audio[0]))
     v = video[0]
     width, height = int(v.get("width") or 0), int(v.get("height") or 0)
     if width <= 0 or height <= 0:
@@ -86,7 +89,8 @@ def probe_from_ffprobe(info: dict) -> Probe:
     if int((v.get("tags") or {}).get("rotate", 0) or 0) % 180 == 90:
         width, height = height, width
     fps = _rate(v.get("avg_frame_rate")) or _rate(v.get("r_frame_rate")) or 25.0
-    return Probe(duration, width, height, round(fps, 3), bool(audio), fmt.get("format_name", ""))
+    return Probe(duration, width, height, round(fps, 3), bool(audio), fmt.get("format_name", ""),
+                 stream_codecs(v, audio[0] if audio else None))
 
 
 # -- the plan -----------------------------------------------------------------------------------
@@ -191,14 +195,20 @@ class Variant:
     height: int
     fps: float
     bandwidth: int  # bits per second
+    # the rendition's own, from ffprobe (Probe.codecs); None: not probed, so what
+    # choir-runner makes; "": probed but not nameable, so no CODECS attribute
+    codecs: str | None = None
 
 
 def master_playlist(variants) -> str:
-    """The master playlist over the resolution playlists, highest first."""
+    """The master playlist over the resolution playlists, highest first, each with
+    BANDWIDTH, RESOLUTION, FRAME-RATE and CODECS (which players choose a variant by)."""
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
     for v in sorted(variants, key=lambda v: v.height * v.width, reverse=True):
+        codecs = runner_guess(v.width, v.height, v.fps) if v.codecs is None else v.codecs
         lines.append(f"#EXT-X-STREAM-INF:BANDWIDTH={max(1, v.bandwidth)},"
-                     f"RESOLUTION={v.width}x{v.height},FRAME-RATE={v.fps:.3f}")
+                     f"RESOLUTION={v.width}x{v.height},FRAME-RATE={v.fps:.3f}"
+                     + (f',CODECS="{codecs}"' if codecs else ""))
         lines.append(v.playlist)
     return "\n".join(lines) + "\n"
 

@@ -33,6 +33,7 @@ from choir_protocol import studio as S
 from choir_protocol.jobs import JobError
 from choir_protocol.signed_links import LinkError
 
+from .media_errors import not_media_reason
 from .media_links import MediaLinks
 from .runner_api import (PARTIAL_UPLOAD_PREFIX, MultipartError, _content_type, _is_multipart,
                          _json, _json_body, _problem, bad_request, bearer_token,
@@ -169,8 +170,9 @@ class MediaAPI:
             try:
                 media, jobs = await self.publisher.submit(
                     sink["file"].name, name, _webhook(fields.get("webhook")), move=True)
-            except P.NotMedia as e:
-                raise JobError("not_media", 400, str(e))
+            except P.NotMedia as e:  # ffprobe's words name our temporary file: not shown
+                reason = not_media_reason(e, sink["file"].name, what="the upload")
+                raise JobError("not_media", 400, reason)
         finally:
             if "file" in sink and os.path.exists(sink["file"].name):
                 os.unlink(sink["file"].name)
@@ -241,7 +243,9 @@ class MediaAPI:
                 raw = _json_body(request).get("tasks")
             await edit_media(self.store, self.files_dir, media, raw, uploads, move=True)
         except S.StudioError as e:
-            raise JobError("bad_studio_edit", 400, str(e))
+            raise JobError("bad_studio_edit", 400,
+                           not_media_reason(e, *(path for path, _ in uploads.values()),
+                                            what="the uploaded file"))
         except NotEditable as e:
             raise JobError("media_not_editable", 409, str(e))
         finally:

@@ -71,19 +71,25 @@ class AdminTest(unittest.TestCase):
         created = json.loads(out)
         token = created["token"]
         self.assertTrue(token.startswith("ptrrt-"))
-        self.assertEqual(created["registerCommand"],
-                         f"peertube-runner register --url http://choir:8000 "
-                         f"--registration-token {token} --runner-name runner-{token[-6:]}")
+        options = (f"register --url http://choir:8000 --registration-token {token} "
+                   f"--runner-name runner-{token[-6:]}")
+        self.assertEqual(created["registerCommands"], {"choir-runner": "choir-runner " + options,
+                                                       "peertube-runner": "peertube-runner "
+                                                                          + options})
+        self.assertEqual(created["registerCommand"], "choir-runner " + options)
         [stored] = await self.store.list_registration_tokens()
         self.assertEqual((stored.id, stored.prefix, stored.token),
                          (created["id"], token[:14], None))
 
-        # the plain output gives the token and the command line with the host's name
+        # the plain output gives the token and both command lines, with the host's name
+        # when the daemon has not left its address (said to be a guess)
         code, out, _ = self.cli("tokens", "create", "--runner-name", "gpu1")
         self.assertEqual(code, 0)
         second = out.split("Registration token: ")[1].split()[0]
-        self.assertIn(f"peertube-runner register --url http://{os.uname().nodename}:8000 "
-                      f"--registration-token {second} --runner-name gpu1", out)
+        for program in ("choir-runner", "peertube-runner"):
+            self.assertIn(f"\n    {program} register --url http://{os.uname().nodename}:8000 "
+                          f"--registration-token {second} --runner-name gpu1\n", out)
+        self.assertIn(f"(http://{os.uname().nodename}:8000 is a guess", out)
         self.assertIn(f"shown only now: the daemon keeps only its hash; 'tokens list' shows "
                       f"it as {second[:14]}", out)
 

@@ -115,8 +115,14 @@ class RemoteAdminTest(unittest.TestCase):
         code, out, err = await self.remote("--json", "tokens", "create", "--runner-name", "gpu")
         self.assertEqual((code, err), (0, ""))
         made = json.loads(out)
-        self.assertEqual(made["registerCommand"],
+        # the URL the runners are told is choir-admin's --url (no http-url file here)
+        self.assertEqual((made["url"], made["urlGuessed"]), (self.url, False))
+        self.assertEqual(made["registerCommands"]["peertube-runner"],
                          f"peertube-runner register --url {self.url} "
+                         f"--registration-token {made['token']} --runner-name gpu")
+        self.assertEqual(made["registerCommand"], made["registerCommands"]["choir-runner"])
+        self.assertEqual(made["registerCommand"],
+                         f"choir-runner register --url {self.url} "
                          f"--registration-token {made['token']} --runner-name gpu")
         self.assertEqual([(t.id, t.prefix) for t in await self.store.list_registration_tokens()],
                          [(made["id"], made["token"][:14])])

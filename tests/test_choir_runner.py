@@ -15,6 +15,8 @@ from twisted.trial import unittest
 
 from choir_clients import runner as R
 from choir_protocol import jobs as J
+from choir_protocol import publishing as P
+from choir_protocol.hls_codecs import runner_guess
 from choir_protocol.jobs import JobState, JobType
 from choir_twisted.runners import RunnerService
 
@@ -207,6 +209,10 @@ class ChoirRunnerTest(RunnerFixture, unittest.TestCase):
         self.assertIn("mp4", video["format"]["format_name"])
         stream = next(s for s in video["streams"] if s["codec_type"] == "video")
         self.assertEqual((stream["width"], stream["height"]), (320, 240))
+        # the master playlist's CODECS: ffprobe's of the rendition, and the guess for an
+        # unprobed one, say the same (H.264 High at level 1.3 for 320x240 at 25 fps, AAC-LC)
+        self.assertEqual(P.probe_from_ffprobe(video).codecs, "avc1.64000d,mp4a.40.2")
+        self.assertEqual(runner_guess(320, 240, 25), "avc1.64000d,mp4a.40.2")
         self.assertEqual(sorted(os.path.splitext(p)[1] for p in
                                 (await self.outputs(media_id)).values()), [".m3u8", ".mp4"])
 

@@ -142,12 +142,51 @@ def test_the_playlist_names_the_stored_file():
 
 
 def test_master_playlist_highest_first():
-    text = P.master_playlist([P.Variant("360p.m3u8", 640, 360, 25, 400_000),
-                              P.Variant("720p.m3u8", 1280, 720, 25, 1_500_000)])
+    text = P.master_playlist([P.Variant("360p.m3u8", 640, 360, 25, 400_000, "avc1.64001e"),
+                              P.Variant("720p.m3u8", 1280, 720, 25, 1_500_000,
+                                        "avc1.64001f,mp4a.40.2")])
     lines = text.splitlines()
     assert lines[0] == "#EXTM3U"
-    assert lines[3] == "#EXT-X-STREAM-INF:BANDWIDTH=1500000,RESOLUTION=1280x720,FRAME-RATE=25.000"
+    assert lines[3] == ('#EXT-X-STREAM-INF:BANDWIDTH=1500000,RESOLUTION=1280x720,'
+                        'FRAME-RATE=25.000,CODECS="avc1.64001f,mp4a.40.2"')
     assert lines[4] == "720p.m3u8" and lines[6] == "360p.m3u8"
+    assert lines[5].endswith(',CODECS="avc1.64001e"')
+
+
+def test_master_playlist_codecs_not_probed_are_what_choir_runner_makes():
+    """libx264 without -profile/-level: High at the smallest fitting level (as ffprobe shows
+    of choir-runner's renditions: 360p30 3.0, 480p30 and 720p30 3.1, 1080p30 4.0, 1080p60
+    4.2), and AAC-LC."""
+    variants = [P.Variant(f"{h}p{fps}.m3u8", w, h, fps, 1000) for w, h, fps in (
+        (640, 360, 30), (854, 480, 30), (1280, 720, 30), (1920, 1080, 30), (1920, 1080, 60))]
+    lines = P.master_playlist(variants).splitlines()
+    codecs = {lines[i + 1]: line.split(",CODECS=")[1] for i, line in enumerate(lines)
+              if line.startswith("#EXT-X-STREAM-INF:")}
+    assert codecs == {"360p30.m3u8": '"avc1.64001e,mp4a.40.2"',
+                      "480p30.m3u8": '"avc1.64001f,mp4a.40.2"',
+                      "720p30.m3u8": '"avc1.64001f,mp4a.40.2"',
+                      "1080p30.m3u8": '"avc1.640028,mp4a.40.2"',
+                      "1080p60.m3u8": '"avc1.64002a,mp4a.40.2"'}
+
+
+def test_master_playlist_without_nameable_codecs_has_no_codecs_attribute():
+    text = P.master_playlist([P.Variant("720p.m3u8", 1280, 720, 25, 1000, "")])
+    assert "CODECS" not in text and "RESOLUTION=1280x720" in text and "BANDWIDTH=1000" in text
+
+
+@pytest.mark.parametrize("video, audio, codecs", [
+    (dict(VIDEO, codec_tag_string="avc1", profile="High", level=31),
+     dict(AUDIO, profile="LC"), "avc1.64001f,mp4a.40.2"),
+    (dict(VIDEO, profile="Main", level=40), None, "avc1.4d4028"),
+    (dict(VIDEO, profile="Constrained Baseline", level=30), dict(AUDIO, profile="HE-AAC"),
+     "avc1.42e01e,mp4a.40.5"),
+    (None, {"codec_type": "audio", "codec_name": "mp3"}, "mp4a.40.34"),
+    (dict(VIDEO, codec_name="hevc", profile="Main", level=93), AUDIO, ""),  # not nameable
+    (dict(VIDEO, profile="High"), AUDIO, ""),  # no level
+])
+def test_codecs_from_ffprobe(video, audio, codecs):
+    p = P.probe_from_ffprobe(ffprobe(*[s for s in (video, audio) if s is not None]))
+    assert p.codecs == codecs
 
 
 def job(state):
