@@ -3,11 +3,14 @@
 Starts a daemon in-process (or uses --server), then N real singer clients
 (choir-singer's SingerClient), each on a simulated sound card that hears what it
 plays after a given device latency, calibrated the way a singer calibrates, and
-each behind a simulated network link with its own delay and jitter. A director
-plays a backing track (a file, or a generated one) and the demo reports where
-each singer landed in the mix: 0 samples off when all is right. Then the recording
-is published as the daemon publishes it, to an in-process choir-runner: an MP4 of the
-mix with its cover, and HLS.
+each behind a simulated network link with its own delay and jitter. Each singer
+sings a voice of its own (voices.py: the track it hears, ringing at its note), so the
+stems are separate and the demo knows what each should be. Once the daemon has every
+singer (asked of its mixing desk), a director plays a backing track (a file, or a
+generated one); the report, from what the daemon recorded, says who was mixed and
+whether each is in time, to the sample, and where to listen. Then the recording is
+published as the daemon publishes it, to an in-process choir-runner: an MP4 of the mix
+with its cover, and HLS.
 """
 import io
 import os
@@ -15,20 +18,26 @@ import sys
 
 import numpy as np
 import soundfile
-from twisted.internet import defer, endpoints, task, threads
+from twisted.internet import defer, endpoints, error, task, threads
 from twisted.python import usage
 
+from choir_protocol.addresses import AddressError, format_server, parse_server
 from choir_protocol.constants import FRAMES_PER_CHUNK, SAMPLE_RATE, VOCAL_GROUPS
 from choir_protocol.header import Header
+from choir_protocol.version import program_version
 
+from . import demo_report
 from .calibration import measure_latency
-from .cli import parse_options
+from .cli import parse_options, plain_reason
+from .demo_daemon import (Daemon, DemoError, director_header, session_record,
+                          singers_mixed_per_desk, start_in_process, wait_for_singers)
 from .devices import EchoDevice
 from .netsim import DelayProxy
-from .signals import best_lag, broadband_track, mono, snr_db
+from .signals import broadband_track
 from .simulated import SimulatedDirector
 from .singer import SingerClient
 from .terminal import LineRenderer
+from .voices import SingingDevice, voice_for
 
 GROUPS = VOCAL_GROUPS[1:]
 
@@ -41,10 +50,12 @@ def _floats(text: str) -> list:
 
 
 class Options(usage.Options):
-    synopsis = "[options]"
-    longdesc = ("Run a rehearsal with simulated singers and print where each one landed in the "
-                "mix: 0 samples off when all is right, whatever their network delay and sound "
-                "card latency. Needs no sound card.")
+    synopsis = "Usage: choir-demo [options]"
+    longdesc = ("Run a rehearsal with simulated singers, each singing a voice of its own, and "
+                "say who the daemon mixed, whether each singer is in time (to the sample, "
+                "whatever their network delay and sound card latency) and where to listen to "
+                "the result. Needs no sound card. Exits with 0 when every singer was mixed in "
+                "time, 1 otherwise.")
     optParameters = [
         ["singers", "n", 8, "Number of simulated singers.", int],
         ["track", "t", None, "Backing track: any audio file (MP3, OGG, FLAC, WAV...; any rate). "
@@ -57,16 +68,32 @@ class Options(usage.Options):
         ["jitter", None, 0.05, "Network jitter of every singer (seconds).", float],
         ["latencies", None, None, "Sound-card round-trip latencies in milliseconds, "
                                   "comma-separated, repeated as needed (default: 15 to 110 ms)."],
-        ["data-dir", "d", "./choir-data", "Where the in-process daemon records sessions."],
+        ["data-dir", "d", "./choir-data", "Where the in-process daemon records sessions. With "
+                                          "--server: the daemon's data directory, if it is on "
+                                          "this machine (the report reads its recordings)."],
         ["output", "o", None, "Also write the mix the director received to this WAV/FLAC file."],
-        ["server", None, None, "Use the daemon on this host instead of starting one."],
+        ["server", None, None, "Use the daemon on this host instead of starting one "
+                               "(HOST or HOST:PORT, PORT its singer port)."],
         ["singer-port", None, 8868, "Singer port of --server.", int],
         ["director-port", None, 8878, "Director port of --server.", int],
+        ["desk-port", None, None, "Mixing-desk port of --server (default: the director port "
+                                  "- 20), asked which singers the daemon has.", int],
+        ["wait", None, 20.0, "How long to wait for the daemon to have every singer (seconds).",
+         float],
     ]
     optFlags = [
         ["no-publish", None, "Do not publish the recording (by default an in-process runner "
                              "turns it into an MP4 and HLS, as remote runners do)."],
+        ["serve", None, "Once published, serve the HLS stream over HTTP until Ctrl-C, and "
+                        "print its URL for a player."],
+        ["details", None, "Also print the engineer's figures: each singer's delays, "
+                          "latencies, chunks, offset and SNR."],
     ]
+
+    def opt_version(self):
+        """Show the version and exit."""
+        print(program_version("choir-demo"))
+        sys.exit(0)
 
     def postOptions(self):
         if not 1 <= self["singers"] <= 200:
@@ -79,12 +106,34 @@ class Options(usage.Options):
             raise usage.UsageError("delays and jitter cannot be negative")
         if any(not 12 <= ms <= 1000 for ms in self["latency_list"] or []):
             raise usage.UsageError("sound-card latencies must be between 12 and 1000 ms")
+        if not 1 <= self["wait"] <= 3600:
+            raise usage.UsageError("--wait must be between 1 and 3600 seconds")
+        if self["server"] is not None:
+            try:
+                self["host"], self["singer-port"] = parse_server(self["server"],
+                                                                 self["singer-port"])
+            except AddressError as e:
+                raise usage.UsageError(f"--server: {e}") from None
+            if self["serve"]:
+                raise usage.UsageError("--serve serves what the demo publishes itself: not "
+                                       "with --server (the daemon publishes through its runners)")
+        if self["desk-port"] is None:
+            self["desk-port"] = self["director-port"] - 20
+        for name in ("singer-port", "director-port", "desk-port"):
+            if not 0 < self[name] < 65536:
+                raise usage.UsageError(f"--{name} must be between 1 and 65535")
+        if self["output"] and not os.path.isdir(os.path.dirname(os.path.abspath(self["output"]))):
+            raise usage.UsageError(f"--output: there is no folder "
+                                   f"{os.path.dirname(os.path.abspath(self['output']))}")
+        if self["serve"] and self["no-publish"]:
+            raise usage.UsageError("--serve serves the published recording: not with --no-publish")
 
 
 def singer_plan(options) -> list:
-    """(name, group, delay s, jitter s, device latency in samples) for each singer."""
+    """Each singer's SingerPlan: name, group, link, sound card, voice."""
     count = options["singers"]
     plan = []
+    in_group = {}
     for i in range(count):
         if options["delay_list"]:
             delay = options["delay_list"][i % len(options["delay_list"])]
@@ -94,8 +143,11 @@ def singer_plan(options) -> list:
             latency_ms = options["latency_list"][i % len(options["latency_list"])]
         else:
             latency_ms = 15 + (95 * ((7 * i) % max(count, 1))) / max(count - 1, 1)
-        plan.append((f"singer{i + 1}", GROUPS[i % len(GROUPS)], delay, options["jitter"],
-                     int(round(latency_ms * SAMPLE_RATE / 1000))))
+        group = GROUPS[i % len(GROUPS)]
+        nth = in_group[group] = in_group.get(group, -1) + 1
+        plan.append(demo_report.SingerPlan(f"singer{i + 1}", group, delay, options["jitter"],
+                                           int(round(latency_ms * SAMPLE_RATE / 1000)),
+                                           voice_for(group, nth)))
     return plan
 
 
@@ -107,19 +159,88 @@ def load_backing_track(options) -> np.ndarray:
     return broadband_track(options["seconds"])
 
 
-async def start_daemon(reactor, options):
-    """The in-process daemon: (room, host, singer port, director port)."""
-    from choir_twisted.protocols import DirectorProtocol, RoomFactory, SingerProtocol
-    from choir_twisted.room import Room
+def daemon_for(reactor, options) -> Daemon:
+    """The user's daemon (--server), or one started in-process."""
     data_dir = os.path.abspath(options["data-dir"])
-    room = Room(reactor, data_dir=data_dir)
-    room.start()
-    host = "127.0.0.1"
-    singer_port = reactor.listenTCP(0, RoomFactory(room, SingerProtocol), interface=host).getHost().port
-    director_port = reactor.listenTCP(0, RoomFactory(room, DirectorProtocol), interface=host).getHost().port
-    print(f"Daemon started in-process (singers on {host}:{singer_port}, director on "
-          f"{host}:{director_port}), recording to {data_dir}")
-    return room, host, singer_port, director_port
+    if options["server"]:
+        daemon = Daemon(options["host"], options["singer-port"], options["director-port"],
+                        options["desk-port"], data_dir)
+        print(f"Using the daemon at {format_server(daemon.host, daemon.singer_port)} (director "
+              f"port {daemon.director_port}, desk port {daemon.desk_port})")
+        return daemon
+    os.makedirs(data_dir, exist_ok=True)
+    daemon = start_in_process(reactor, data_dir)
+    print(f"Daemon started in-process (singers on {daemon.host}:{daemon.singer_port}, director "
+          f"on {daemon.host}:{daemon.director_port}), recording to {data_dir}")
+    return daemon
+
+
+class QuietDisplay(LineRenderer):
+    """A demo singer's display: nothing shown, the last note kept (why it stopped)."""
+
+    def __init__(self):
+        super().__init__(io.StringIO(), tty=False)
+        self.last_note = ""
+
+    def note(self, text: str) -> None:
+        self.last_note = text
+
+    def status(self, text: str, force: bool = False) -> None:
+        pass
+
+
+def why_missing(client) -> str:
+    """What a singer's client knows of why the daemon does not have it."""
+    if client.done.called:  # it gave up: its last words say why
+        return client.display.last_note.rstrip(".") or "it stopped"
+    return client.warning or client.state
+
+
+async def start_singers(reactor, daemon, plan):
+    """Each singer calibrated on its sound card, then connected through its network link:
+    (calibrations, SingerClients)."""
+    print(f"Calibrating {len(plan)} simulated sound card{'s' * (len(plan) != 1)}...")
+    calibrations = await defer.gatherResults([
+        threads.deferToThread(measure_latency, EchoDevice(p.latency, seed=i, realtime=False),
+                              seconds=1.0)
+        for i, p in enumerate(plan)])
+    clients = []
+    for i, (p, calibration) in enumerate(zip(plan, calibrations)):
+        target = endpoints.HostnameEndpoint(reactor, daemon.host, daemon.singer_port)
+        link = reactor.listenTCP(0, DelayProxy(reactor, target, p.delay, p.jitter, seed=i),
+                                 interface="127.0.0.1")
+        client = SingerClient(reactor, SingingDevice(p.latency, p.voice, seed=i),
+                              host="127.0.0.1", port=link.getHost().port,
+                              header=Header(p.name, p.group, program_version("choir-singer")),
+                              latency_samples=calibration.latency_samples,
+                              display=QuietDisplay())
+        client.start()
+        clients.append(client)
+    return calibrations, clients
+
+
+async def play_session(reactor, options, daemon, plan, clients, track):
+    """Once the daemon has every singer, the director plays the track: (director, Record
+    or None, the desk's Counter of mixed singers or None)."""
+    await wait_for_singers(reactor, daemon, [(p.name, p.group) for p in plan],
+                           lambda i: why_missing(clients[i]), options["wait"])
+    before = daemon.session_dirs()
+    who = "the singer" if len(clients) == 1 else f"all {len(clients)} singers"
+    print(f"The daemon has {who}; playing a {len(track) / SAMPLE_RATE:.1f} s track...")
+    director = SimulatedDirector(track, header=director_header())
+    try:
+        await endpoints.connectProtocol(daemon.endpoint(reactor, daemon.director_port), director)
+    except (error.ConnectError, error.DNSLookupError, error.TimeoutError) as e:
+        raise DemoError(f"cannot reach the daemon's director port at {daemon.host}:"
+                        f"{daemon.director_port} ({plain_reason(e)})") from None
+    director_port = director.transport.getHost().port
+    await director.done
+    if director.refused:
+        raise DemoError("the daemon refused or ended the session: "
+                        + (director.refusal or "-2, its log says why"))
+    record = await session_record(reactor, daemon, before, director_port)
+    mixed = await singers_mixed_per_desk(reactor, daemon) if record is None else None
+    return director, record, mixed
 
 
 async def run(reactor, options):
@@ -128,85 +249,52 @@ async def run(reactor, options):
     except Exception as e:  # a file that is not audio, or missing
         print(f"choir-demo: cannot use --track: {e}", file=sys.stderr)
         return 2
-    room = None
-    if options["server"]:
-        host, singer_port, director_port = options["server"], options["singer-port"], options["director-port"]
-    else:
-        room, host, singer_port, director_port = await start_daemon(reactor, options)
-
+    try:
+        daemon = daemon_for(reactor, options)
+    except OSError as e:  # the in-process daemon's data directory
+        print(f"choir-demo: --data-dir {options['data-dir']}: {e.strerror or e}", file=sys.stderr)
+        return 2
     plan = singer_plan(options)
-    print(f"Calibrating {len(plan)} simulated sound cards...")
-    calibrations = await defer.gatherResults([
-        threads.deferToThread(measure_latency, EchoDevice(latency, seed=i, realtime=False), seconds=1.0)
-        for i, (_, _, _, _, latency) in enumerate(plan)])
-    clients = []
-    quiet = LineRenderer(io.StringIO(), tty=False)
-    for i, ((name, group, delay, jitter, latency), calibration) in enumerate(zip(plan, calibrations)):
-        target = endpoints.TCP4ClientEndpoint(reactor, host, singer_port)
-        link = reactor.listenTCP(0, DelayProxy(reactor, target, delay, jitter, seed=i), interface="127.0.0.1")
-        client = SingerClient(reactor, EchoDevice(latency, seed=i), host="127.0.0.1",
-                              port=link.getHost().port, header=Header(name, group, "choir-demo"),
-                              latency_samples=calibration.latency_samples, display=quiet)
-        client.start()
-        clients.append(client)
-    await until(reactor, lambda: all(c.state == "waiting for a session" for c in clients))
-    if room is not None:
-        await until(reactor, lambda: len(room.singers) >= len(clients))
-
-    print(f"{len(clients)} singers connected; playing a {len(track) / SAMPLE_RATE:.1f} s track...")
-    director = SimulatedDirector(track)
-    await endpoints.connectProtocol(endpoints.TCP4ClientEndpoint(reactor, host, director_port), director)
-    await director.done
-    if director.refused:
-        print("The daemon refused or aborted the session (-2).", file=sys.stderr)
+    calibrations, clients = await start_singers(reactor, daemon, plan)
+    try:
+        director, record, desk_mixed = await play_session(reactor, options, daemon, plan,
+                                                          clients, track)
+    except DemoError as e:
+        print(f"choir-demo: {e}", file=sys.stderr)
+        await defer.gatherResults([client.stop() for client in clients])
         return 1
     mix = director.mix_signal
-    print(f"\nMix: {len(director.mix)} of {len(track) // FRAMES_PER_CHUNK} chunks, offset "
-          f"{best_lag(mono(track), mix)} samples, SNR {snr_db(mono(track), mix):.1f} dB against the "
-          f"track (IMA ADPCM, applied twice, allows about 30 dB)")
-    if options["output"]:
-        soundfile.write(options["output"], mix, SAMPLE_RATE, "PCM_16")
-        print(f"The mix as the director heard it: {os.path.abspath(options['output'])}")
-    session = room.last_session if room is not None else None
-    if session is not None and session.recorder is not None:
-        await threads.deferToThread(session.recorder.wait, 120)
-    report_singers(plan, calibrations, session, track)
-    if session is not None and session.recorder is not None:
-        print(f"\nRecordings (mix.flac, one FLAC per singer, session.json): {session.recorder.directory}")
+    output = options["output"]
+    if output:
+        try:
+            soundfile.write(output, mix, SAMPLE_RATE, "PCM_16")
+        except (OSError, TypeError, ValueError, RuntimeError) as e:  # soundfile's errors
+            print(f"choir-demo: cannot write --output {output}: {e}", file=sys.stderr)
+            output = None
+    results = demo_report.outcomes(plan, [c.latency_samples for c in calibrations], record,
+                                   desk_mixed, track)
+    mix_check = demo_report.check_mix(results, track, mix)
+    hint = "" if record is not None else (
+        "(Whether each singer is in time needs the daemon's recordings: run choir-demo on its "
+        "machine with -d and its data directory.)")
+    demo_report.print_report(results, mix_check, record, sys.stdout, recordings_hint=hint)
+    demo_report.print_listen(record, output, sys.stdout)
+    if options["details"]:
+        demo_report.print_details(results, mix_check, sys.stdout)
     await defer.gatherResults([client.stop() for client in clients])
-    if session is not None and session.recorder is not None and not options["no-publish"]:
+    if options["server"]:
+        print("\nThe daemon publishes the recording itself, through its runners "
+              "(choir-admin media list shows it).")
+    elif record is not None and not options["no-publish"]:
         from .demo_publish import publish
-        await publish(reactor, os.path.abspath(options["data-dir"]), session.recorder.directory)
-    return 0
-
-
-async def until(reactor, condition, deadline: float = 30.0):
-    for _ in range(int(deadline / 0.05)):
-        if condition():
-            return
-        await task.deferLater(reactor, 0.05, lambda: None)
-    raise RuntimeError("the simulated singers did not all connect")
-
-
-def report_singers(plan, calibrations, session, track) -> None:
-    voices = list(session.mixer.voices.values()) if session is not None else [None] * len(plan)
-    directory = session.recorder.directory if session is not None and session.recorder else None
-    print(f"\n{'singer':<10} {'group':<9} {'delay':>6} {'jitter':>6} {'card latency':>13} "
-          f"{'calibrated':>11} {'chunks':>6} {'late':>5} {'missing':>7} {'offset in mix':>14}")
-    for (name, group, delay, jitter, latency), calibration, voice in zip(plan, calibrations, voices):
-        offset = "n/a"  # with --server the recordings are on the server
-        if directory and voice is not None and voice.row >= 0:
-            path = os.path.join(directory, f"singer-{voice.row + 1:03d}-{name}-{group}.flac")
-            if os.path.exists(path):
-                recorded, _ = soundfile.read(path, dtype="int16")
-                offset = f"{best_lag(mono(track), recorded)} samples"
-        chunks = f"{voice.delivered:6d} {voice.late:5d} {voice.missing:7d}" if voice else f"{'':6} {'':5} {'':7}"
-        print(f"{name:<10} {group:<9} {delay * 1000:4.0f}ms {jitter * 1000:4.0f}ms "
-              f"{latency:6d} smp.  {calibration.latency_samples:6d} smp. {chunks} {offset:>14}")
+        await publish(reactor, daemon.data_dir, record.directory, serve=options["serve"],
+                      details=options["details"])
+    return 0 if demo_report.all_right(results, mix_check) else 1
 
 
 def main(argv=None):
     options = parse_options(Options(), sys.argv[1:] if argv is None else argv, "choir-demo")
+
     def exit_status(code):
         if code:
             raise SystemExit(code)  # react exits with it

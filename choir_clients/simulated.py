@@ -135,10 +135,15 @@ class SimulatedSinger(protocol.Protocol):
 
 
 class SimulatedDirector(protocol.Protocol):
-    """Streams a track (int16 stereo array) and collects the mix, with 1.1.3's 6 s flow control."""
+    """Streams a track (int16 stereo array) and collects the mix, with 1.1.3's 6 s flow control.
 
-    def __init__(self, track: np.ndarray, lead_chunks=516, header: Header | None = None):
+    ``hold``: send the header, and no track (a director the daemon knows, who starts no
+    session: its address may use the daemon's desk)."""
+
+    def __init__(self, track: np.ndarray, lead_chunks=516, header: Header | None = None,
+                 hold: bool = False):
         self.header = header if header is not None else Header()
+        self.holding = hold
         self.track = track
         self.chunks = len(track) // FRAMES_PER_CHUNK
         self.lead = lead_chunks
@@ -153,7 +158,8 @@ class SimulatedDirector(protocol.Protocol):
     def connectionMade(self):
         self.transport.setTcpNoDelay(True)
         self.transport.write(self.conn.initiate(self.header))
-        self._pump()
+        if not self.holding:
+            self._pump()
 
     def _pump(self):
         out = []
@@ -180,7 +186,7 @@ class SimulatedDirector(protocol.Protocol):
                 self.refused, self.refusal = True, event.reason
         if self.conn.done:
             self.transport.loseConnection()
-        elif not self.conn.track_ended:
+        elif not self.conn.track_ended and not self.holding:
             self._pump()
 
     def connectionLost(self, reason):

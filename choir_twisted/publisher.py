@@ -106,19 +106,25 @@ async def submit_media(store, files_dir, source, name, webhook=None, *, move=Fal
     return media, [t.job for t in transitions]
 
 
-def _session_title(summary, choir_name):
+def _session_title(summary, choir_name, with_id=True):
+    """The media's name: "Choir rehearsal, 03 December 2026, 14:30 (session
+    20261203-143012-1)". The session id tells apart two sessions of one minute, and names
+    the folder of its recordings. ``with_id=False``: the cover's title (its subtitle has
+    the id), short enough for large letters."""
+    session_id = str(summary.get("id") or "")
     try:
         started = datetime.datetime.fromisoformat(summary["started"]).astimezone()
-        when = started.strftime("%d %B %Y, %H:%M")
     except (KeyError, TypeError, ValueError):
-        when = summary.get("id", "")
-    return f"{choir_name}, {when}"
+        return f"{choir_name}, session {session_id}" if session_id else choir_name
+    when = started.strftime("%d %B %Y, %H:%M")
+    return f"{choir_name}, {when}" + (f" (session {session_id})" if session_id and with_id else "")
 
 
 def _session_subtitle(summary):
     seconds = summary.get("mix_chunks", 0) * FRAMES_PER_CHUNK / SAMPLE_RATE
     singers = len(summary.get("singers") or [])
-    return f"{singers} singer{'s' * (singers != 1)} · {_duration_text(seconds)}"
+    session = f" · session {summary['id']}" if summary.get("id") and summary.get("started") else ""
+    return f"{singers} singer{'s' * (singers != 1)} · {_duration_text(seconds)}{session}"
 
 
 def _variants(files_dir, jobs) -> list:
@@ -143,7 +149,7 @@ def _variants(files_dir, jobs) -> list:
         hls_dir = os.path.dirname(video)
         bandwidth = int(size * 8 / max(probe.duration, 0.001))
         out.append(P.Variant(os.path.relpath(playlist, hls_dir), probe.width, probe.height,
-                             probe.fps or 25.0, bandwidth))
+                             probe.fps or 25.0, bandwidth, probe.codecs))
     return out
 
 
@@ -212,8 +218,8 @@ class Publisher:
             return None
         title = _session_title(summary, self.choir_name)
         cover = self.cover or await threads.deferToThread(
-            make_cover, mix, os.path.join(directory, "cover.png"), title,
-            _session_subtitle(summary))
+            make_cover, mix, os.path.join(directory, "cover.png"),
+            _session_title(summary, self.choir_name, with_id=False), _session_subtitle(summary))
         tracks = [os.path.join(directory, n) for n in summary.get("files", []) if n != "mix.flac"]
         media_id = str(uuidlib.uuid4())
         preview = await threads.deferToThread(audio_merge_preview, self.files_dir, media_id,

@@ -173,7 +173,8 @@ class PublishingTest(PublishingCase):
         media = await until_media(self.store)
         self.assertEqual(media.kind, "recording")
         self.assertEqual(media.name, "Choir rehearsal, " + datetime.datetime.fromisoformat(
-            "2026-11-21T14:03:00+00:00").astimezone().strftime("%d %B %Y, %H:%M"))
+            "2026-11-21T14:03:00+00:00").astimezone().strftime("%d %B %Y, %H:%M")
+            + " (session 20261121-140300-1)")
         cover = ffmpeg_probe(os.path.join(session, "cover.png"))["streams"][0]
         self.assertEqual((cover["codec_name"], cover["width"], cover["height"]),
                          ("png", 1920, 1080))
@@ -554,3 +555,19 @@ class WebhookDeliveryTest(PublishingCase):
         self.assertEqual(signature, b"sha256=" + hmac.new(b"s3cret", body,
                                                           hashlib.sha256).hexdigest().encode())
         self.assertEqual(json.loads(body)["media"]["id"], media.id)
+
+
+def test_a_session_is_named_with_its_id():
+    """Two sessions of one minute have two names; the cover keeps its title short (the id
+    goes under it)."""
+    from choir_twisted.publisher import _session_subtitle, _session_title
+    summary = {"id": "20261203-143012-1", "started": "2026-12-03T14:30:12+00:00",
+               "mix_chunks": 861, "singers": [{"name": "ann"}, {"name": "bob"}]}
+    when = datetime.datetime.fromisoformat(summary["started"]).astimezone().strftime(
+        "%d %B %Y, %H:%M")
+    assert _session_title(summary, "Choir rehearsal") == (
+        f"Choir rehearsal, {when} (session 20261203-143012-1)")
+    assert _session_title(summary, "Choir rehearsal", with_id=False) == f"Choir rehearsal, {when}"
+    assert _session_subtitle(summary) == "2 singers · 0:10 · session 20261203-143012-1"
+    assert _session_title({"id": "20261203-143012-2"}, "Choir rehearsal") == (
+        "Choir rehearsal, session 20261203-143012-2")
