@@ -19,6 +19,60 @@ class DataDirInUse(Exception):
     """Another live process holds the data directory."""
 
 
+def check_data_dir(data_dir: str) -> None:
+    """Raises ValueError, in one line, unless ``data_dir`` is a directory this process
+    can write in, or can be made as one. Makes nothing: a start that fails leaves no
+    directory behind."""
+    path = os.path.abspath(data_dir)
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "write in it" if existing == path else f"make it in {existing}"
+        raise ValueError(f"permission denied: this user ({_user()}) cannot {what}")
+
+
+def _user() -> str:
+    import pwd
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def first_missing(data_dir: str) -> str | None:
+    """The outermost directory of ``data_dir`` that does not exist yet (what making it
+    creates), or None when it exists."""
+    path = os.path.abspath(data_dir)
+    missing = None
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+def unmake_data_dir(data_dir: str, made: str | None) -> None:
+    """Removes what a failed start made of ``data_dir``: its lock file and sessions/, then
+    the directories up to ``made`` (from :func:`first_missing`), each only if empty."""
+    if made is None:
+        return
+    path = os.path.abspath(data_dir)
+    for leftover in (os.path.join(path, LOCK_NAME), os.path.join(path, "sessions")):
+        try:
+            os.rmdir(leftover) if os.path.isdir(leftover) else os.unlink(leftover)
+        except OSError:
+            pass
+    while True:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        if path == made:
+            return
+        path = os.path.dirname(path)
+
+
 def lock_data_dir(data_dir: str):
     """Takes the lock -> its open file (keep it open). Raises DataDirInUse naming the
     holder's pid."""

@@ -1,10 +1,11 @@
 """``twistd choir``: options and the service tree."""
+import itertools
 import os
 import re
 from urllib.parse import urlsplit
 
 import attrs
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.internet import defer, reactor, threads
 from twisted.python import usage
 
@@ -12,11 +13,35 @@ from choir_protocol.constants import MIX_WINDOW_CHUNKS
 from choir_protocol.jobs import ALL_RESOLUTIONS, DEFAULT_SETTINGS
 from choir_protocol.urls import parse_networks
 
-from .datadir import DataDirInUse, LockedServices, lock_data_dir
+from .cover_check import CoverError, check_cover
+from .datadir import DataDirInUse, LockedServices, check_data_dir, lock_data_dir
+from .endpoint_check import EndpointError, check_server_endpoint, desk_for_director, same_tcp_port
 from .limits import (DEFAULT_MAX_PER_ADDRESS, REHEARSAL, ConnectionLimits, LimitedFactory,
                      LimitsService)
+from .listeners import HttpUrlService, RehearsalPort
 from .protocols import DeskProtocol, DirectorProtocol, RoomFactory, SingerProtocol
 from .room import TICK, Room
+
+
+class _Following(str):
+    """A default that another option's value replaces (the desk follows the director):
+    a given value is a plain str, so postOptions tells the two apart."""
+
+
+class _NamedCoerce(usage.CoerceParameter):
+    """Twisted says "Parameter type enforcement failed: invalid literal for int()":
+    this says which option, and what it takes."""
+    KINDS = {int: "a whole number", float: "a number"}
+
+    def dispatch(self, parameterName, value):
+        try:
+            super().dispatch(parameterName, value)
+        except usage.UsageError:
+            raise usage.UsageError(f"--{parameterName}: {value!r} is not "
+                                   f"{self.KINDS.get(self.coerce, 'valid')}") from None
+
+
+ROLE_OPTIONS = ("singers", "director", "desk", "http")
 
 
 class Options(usage.Options):
@@ -28,8 +53,9 @@ class Options(usage.Options):
         ["singers", None, "tcp:8868", "Endpoint for singers (strports syntax, e.g. tcp:8868, "
                                       "systemd:domain=INET:index=0)."],
         ["director", None, "tcp:8878", "Endpoint for the director."],
-        ["desk", None, "tcp:8858", "Endpoint for the director's mixing desk (by default the "
-                                   "director port - 20, as the 1.1.3 director expects)."],
+        ["desk", None, _Following("tcp:8858"), "Endpoint for the director's mixing desk "
+                                               "(by default the director's port - 20 on its "
+                                               "interface, as the 1.1.3 director expects)."],
         ["http", None, "tcp:8000", "Endpoint for the HTTP runner API and its socket.io "
                                    "notifications (PeerTube's remote-runner protocol)."],
         ["data-dir", "d", "./choir-data", "Directory for recordings (sessions/<id>/)."],
@@ -73,6 +99,13 @@ class Options(usage.Options):
         ["no-runners", None, "Do not serve the runner API."],
     ]
 
+    def __init__(self):
+        super().__init__()
+        self.desk_follows_director = False  # postOptions tells
+        for name, handler in self._dispatch.items():
+            if type(handler) is usage.CoerceParameter and handler.coerce in _NamedCoerce.KINDS:
+                self._dispatch[name] = _NamedCoerce(self, handler.coerce)
+
     def postOptions(self):
         if not 0 <= self["monitor-level"] <= 1:
             raise usage.UsageError("--monitor-level must be between 0 and 1")
@@ -94,8 +127,11 @@ class Options(usage.Options):
             raise usage.UsageError("--resolutions: comma-separated, from "
                                    + ", ".join(map(str, ALL_RESOLUTIONS)))
         self["resolutions"] = frozenset(resolutions)
-        if self["cover"] is not None and not os.path.isfile(self["cover"]):
-            raise usage.UsageError(f"--cover: no such file {self['cover']}")
+        if self["cover"] is not None:
+            try:
+                check_cover(self["cover"])
+            except CoverError as e:
+                raise usage.UsageError(f"--cover {self['cover']}: {e}")
         for url in ("webhook", "public-url"):
             if self[url] is not None and not self[url].startswith(("http://", "https://")):
                 raise usage.UsageError(f"--{url} must be an http:// or https:// URL")
@@ -119,6 +155,36 @@ class Options(usage.Options):
             self["trusted-proxy"] = parse_networks(self["trusted-proxy"])
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxy: {e}")
+        self._check_endpoints()
+        if not (self["no-record"] and self["no-runners"]):
+            try:
+                check_data_dir(self["data-dir"])
+            except ValueError as e:
+                raise usage.UsageError(f"--data-dir {self['data-dir']}: {e}")
+
+    def _check_endpoints(self):
+        self.desk_follows_director = type(self["desk"]) is _Following
+        if self.desk_follows_director:
+            try:
+                self["desk"] = desk_for_director(self["director"])
+            except EndpointError as e:
+                raise usage.UsageError(f"--desk: {e}")
+        roles = [r for r in ROLE_OPTIONS if not (r == "http" and self["no-runners"])]
+        for role in roles:
+            try:
+                check_server_endpoint(self[role])
+            except EndpointError as e:
+                raise usage.UsageError(f"{self.named(role)}: {e}")
+        for role, other in itertools.combinations(roles, 2):  # else: "in use", by ourselves
+            if same_tcp_port(self[role], self[other]):
+                raise usage.UsageError(f"{self.named(other)}: the same port as --{role}")
+
+    def named(self, role: str) -> str:
+        """How an endpoint option is named in a message: with its value, and for the desk
+        left to its default, where that came from."""
+        if role == "desk" and self.desk_follows_director:
+            return f"--desk {self['desk']} (the director's port - 20)"
+        return f"--{role} {self[role]}"
 
 
 # Below the unit's TimeoutStopSec (20 s): a stop is never killed halfway. Tracks whose
@@ -181,9 +247,8 @@ def makeService(options, clock=reactor) -> service.MultiService:
                                    ("desk", DeskProtocol)):
         other = {"singers": "director", "director": "singers"}.get(option)
         factory = RoomFactory(room, protocol_class, other and tcp_port(options[other]))
-        listener = strports.service(options[option], LimitedFactory(factory, limits, REHEARSAL))
-        listener.setName(option)
-        listener.setServiceParent(top)
+        RehearsalPort(option, options[option], LimitedFactory(factory, limits, REHEARSAL)
+                      ).setServiceParent(top)
     if not options["no-runners"]:
         from .runners import RunnerService
         publishing = dict(
@@ -199,6 +264,7 @@ def makeService(options, clock=reactor) -> service.MultiService:
                                 trusted_proxies=options["trusted-proxy"], limits=limits)
         runners.setName("runners")
         runners.setServiceParent(top)
+        HttpUrlService(runners, options["public-url"]).setServiceParent(top)
         top.runners = runners
     top.room = room
     top.room_service = room_service

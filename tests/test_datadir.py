@@ -9,7 +9,8 @@ import pytest
 from twisted.internet import reactor
 from twisted.trial import unittest
 
-from choir_twisted.datadir import LOCK_NAME, DataDirInUse, lock_data_dir
+from choir_twisted.datadir import (LOCK_NAME, DataDirInUse, check_data_dir, first_missing,
+                                   lock_data_dir, unmake_data_dir)
 from choir_twisted.runners import RunnerService
 
 from .daemon_process import VENV_BIN, TwistdDaemon
@@ -52,6 +53,37 @@ def test_a_second_daemon_on_a_live_data_directory_refuses_in_one_line(tmp_path):
     # the first one gone, the directory is free
     again = TwistdDaemon(str(data), str(tmp_path / "again.log"))
     again.stop()
+
+
+def test_a_failed_start_removes_only_the_directories_it_made(tmp_path):
+    data = tmp_path / "new" / "data"
+    made = first_missing(str(data))
+    assert made == str(tmp_path / "new")
+    lock_data_dir(str(data)).close()
+    os.makedirs(data / "sessions")
+    unmake_data_dir(str(data), made)
+    assert not (tmp_path / "new").exists() and tmp_path.exists()
+    kept = tmp_path / "kept"  # existing: untouched, and what is in it
+    (kept / "sessions").mkdir(parents=True)
+    assert first_missing(str(kept)) is None
+    unmake_data_dir(str(kept), None)
+    assert (kept / "sessions").is_dir()
+    filled = tmp_path / "filled" / "data"  # made, but something else wrote in it since
+    made = first_missing(str(filled))
+    lock_data_dir(str(filled)).close()
+    (filled / "other").write_text("x")
+    unmake_data_dir(str(filled), made)
+    assert (filled / "other").exists() and not (filled / LOCK_NAME).exists()
+
+
+def test_a_data_directory_under_a_file_is_refused_without_making_anything(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=f"^{tmp_path}/file is a file, not a directory$"):
+        check_data_dir(str(tmp_path / "file" / "data"))
+    with pytest.raises(ValueError, match="is a file"):
+        check_data_dir(str(tmp_path / "file"))
+    check_data_dir(str(tmp_path / "a" / "b"))
+    assert sorted(os.listdir(tmp_path)) == ["file"]
 
 
 class PartialUploadsTest(unittest.TestCase):

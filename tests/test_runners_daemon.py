@@ -88,7 +88,10 @@ class HttpPortInUseTest(unittest.TestCase):
                             f"--http=tcp:{port}:interface=127.0.0.1"],
                            capture_output=True, text=True, timeout=30, cwd=data_dir)
         self.assertEqual(p.returncode, 1, p.stdout)
-        self.assertIn(f"Couldn't listen on 127.0.0.1:{port}", p.stdout + p.stderr)
+        # one line naming the option and the cause (issue 11, item 3), no traceback
+        self.assertIn(f"--http tcp:{port}:interface=127.0.0.1: port {port} on 127.0.0.1 is in "
+                      f"use", p.stdout + p.stderr)
+        self.assertNotIn("Traceback", p.stdout + p.stderr)
 
 
 class AnnouncedOnceTest(unittest.TestCase):
