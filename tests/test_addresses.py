@@ -39,3 +39,13 @@ def test_refused_with_a_reason(value, says):
 @given(st.ip_addresses(), st.integers(1, 65535))
 def test_format_then_parse_is_the_identity(address, port):
     assert parse_server(format_server(str(address), port)) == (str(address), port)
+
+
+@given(st.text(max_size=300))
+def test_any_text_is_parsed_or_refused_with_a_reason(value):
+    try:
+        host, port = parse_server(value, 8868)
+    except AddressError as e:
+        assert "\n" not in str(e)
+    else:
+        assert host and 0 < port < 65536
