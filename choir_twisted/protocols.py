@@ -175,6 +175,16 @@ class SingerProtocol(_RehearsalProtocol):
         self.output.write(data)
         self.last_sent = self.room.clock.seconds()
 
+    def _refuse_singer(self, reason: str) -> None:
+        """A full room (or address): our singer client is told why (-4) and stops; a
+        1.1.3 singer, which knows no refusal, is closed on as by the 1.1.3 server."""
+        if claimed_role(self.header) != "singer":
+            self.drop(reason, flood=True)
+            return
+        self.room.refusals.refused(f"{self.peer[0]} ({self.role} port)", reason)
+        self._close_reason = reason
+        self.close_after(refusal_chunk(reason, CHUNK_SIZE_READ_BY["singer"]))
+
     def dataReceived(self, data):
         room = self.room
         self.last_received = room.clock.seconds()
@@ -195,7 +205,7 @@ class SingerProtocol(_RehearsalProtocol):
                         return
                     refused = room.singer_joined(self)
                     if refused:
-                        self.drop(refused, flood=True)
+                        self._refuse_singer(refused)
                         return
                     self.joined = True
         except ProtocolError as e:

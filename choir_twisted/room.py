@@ -107,7 +107,8 @@ class Room:
     def singer_joined(self, singer) -> str:
         """An authenticated singer joins; or why it cannot (the caller closes it)."""
         if len(self.singers) >= self.max_singers:
-            return f"the room is full ({self.max_singers} singers)"
+            n = self.max_singers
+            return f"the room is full ({n} singer{'' if n == 1 else 's'} at most)"
         host = singer.peer[0]
         if self.max_singers_per_address and self._singers_at[host] >= self.max_singers_per_address:
             # one machine must not fill the room (e.g. scripted singers that never sing)

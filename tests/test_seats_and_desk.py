@@ -131,6 +131,22 @@ def test_our_director_at_the_singer_port_is_told_where_directors_go():
     assert wrong.closed and not daemon.room.singers
 
 
+def test_our_singer_refused_by_a_full_room_is_told_why():
+    """Our singer client gets -4 with the reason (it prints it and stops, not retrying in
+    a loop); a 1.1.3 singer is closed on, as by the 1.1.3 server."""
+    daemon = service_daemon("--max-singers", "1")
+    daemon.singer("Ann")
+    ours, theirs = daemon.raw_peer("singers"), daemon.raw_peer("singers")
+    ours.send(Header("Bob", "Bass", "choir-singer 0.1.0").to_bytes())
+    theirs.send(Header("Cy", "Bass", "").to_bytes())
+    daemon.advance(0.05)
+    sent = ChunkReader(TRACK_CHUNK_SIZE).feed(ours.take_output())
+    assert [i for i, _ in sent] == [Signal.REFUSED]
+    assert refusal_reason(sent[0][1]) == "the room is full (1 singer at most)"
+    assert ours.closed and theirs.closed and theirs.take_output() == b""
+    assert len(daemon.room.singers) == 1
+
+
 # -- singers per address ------------------------------------------------------------------
 
 def test_one_address_cannot_fill_the_room():
