@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from choir_clients import runner_ffmpeg as F  # noqa: E402
+from choir_clients.runner import ffmpeg_commands as F  # noqa: E402
 
 
 def probe(path):

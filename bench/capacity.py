@@ -47,13 +47,14 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from choir_protocol.adpcm import MonoEncoder, StereoEncoder  # noqa: E402
-from choir_protocol.chunks import encode_index, signal_chunk  # noqa: E402
-from choir_protocol.constants import (CHUNKS_PER_SECOND as RATE, DIRECTOR_LEAD_CHUNKS,  # noqa: E402
-                                      FRAMES_PER_CHUNK, INDEX_MULTIPLIER, MIX_CHUNK_SIZE,
-                                      SAMPLE_RATE, TRACK_CHUNK_SIZE, VOCAL_GROUPS,
-                                      VOICE_CHUNK_SIZE, Signal)
-from choir_protocol.header import Header  # noqa: E402
+from choir_protocol.rehearsal.adpcm import MonoEncoder, StereoEncoder  # noqa: E402
+from choir_protocol.rehearsal.chunks import encode_index, signal_chunk  # noqa: E402
+from choir_protocol.rehearsal.constants import CHUNKS_PER_SECOND as RATE  # noqa: E402
+from choir_protocol.rehearsal.constants import (DIRECTOR_LEAD_CHUNKS, FRAMES_PER_CHUNK,
+                                                INDEX_MULTIPLIER, MIX_CHUNK_SIZE, SAMPLE_RATE,
+                                                TRACK_CHUNK_SIZE, VOCAL_GROUPS, VOICE_CHUNK_SIZE,
+                                                Signal)
+from choir_protocol.rehearsal.header import Header  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 PLAYBACK_BUFFER = int(RATE)  # a singer starts playing with 1 s of track in hand

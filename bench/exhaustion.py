@@ -12,7 +12,7 @@ token made first with ``choir-admin tokens create``). Then, each in a process of
   (``--attacker-address``, 127.0.0.2: Linux routes all of 127/8 to ``lo``, and the daemon
   sees it as another machine), starts at t0 and says when its ramp-up is done;
 * a legitimate rehearsal, once the attack is ramped up: ``--singers`` echo singers
-  (``choir_clients.simulated.SimulatedSinger``: each sings back what it hears, at real-time
+  (``choir_clients.demo.simulated.SimulatedSinger``: each sings back what it hears, at real-time
   pace) connect from 127.0.0.1, then a director (``SimulatedDirector``) plays a
   ``--track-seconds`` track and collects the mix. A director refused before any mix (-2,
   or the connection closed) tries again every 0.5 s for ``--retry-seconds``.

@@ -14,11 +14,12 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from choir_protocol import desk  # noqa: E402
-from choir_protocol.chunks import encode_index, signal_chunk  # noqa: E402
-from choir_protocol.constants import (CHUNKS_PER_SECOND as RATE,  # noqa: E402
-                                      TRACK_CHUNK_SIZE, VOCAL_GROUPS, VOICE_CHUNK_SIZE, Signal)
-from choir_protocol.header import Header  # noqa: E402
+from choir_protocol.rehearsal import desk  # noqa: E402
+from choir_protocol.rehearsal.chunks import encode_index, signal_chunk  # noqa: E402
+from choir_protocol.rehearsal.constants import CHUNKS_PER_SECOND as RATE  # noqa: E402
+from choir_protocol.rehearsal.constants import (TRACK_CHUNK_SIZE, VOCAL_GROUPS, VOICE_CHUNK_SIZE,
+                                                Signal)
+from choir_protocol.rehearsal.header import Header  # noqa: E402
 
 GROUPS = VOCAL_GROUPS[1:]
 

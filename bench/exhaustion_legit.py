@@ -7,7 +7,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from choir_protocol.constants import VOCAL_GROUPS  # noqa: E402
+from choir_protocol.rehearsal.constants import VOCAL_GROUPS  # noqa: E402
 
 GROUPS = VOCAL_GROUPS[1:]
 
@@ -82,8 +82,8 @@ def legit_runner(port, registration_token, conn):
 def legit_session(ports, n_singers, track_seconds, retry_seconds, conn):
     from twisted.internet import defer, endpoints, task, threads
 
-    from choir_clients.signals import broadband_track, mono, snr_db
-    from choir_clients.simulated import SimulatedDirector, SimulatedSinger
+    from choir_clients.demo.signals import broadband_track, mono, snr_db
+    from choir_clients.demo.simulated import SimulatedDirector, SimulatedSinger
 
     async def sleep(reactor, seconds):
         await task.deferLater(reactor, seconds, lambda: None)

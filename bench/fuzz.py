@@ -3,7 +3,7 @@
     .venv/bin/python bench/fuzz.py                    # 100 000 cases per target
     .venv/bin/python bench/fuzz.py --cases 2000 --targets http,desk
 
-The targets and their generators are the test suite's (tests/fuzz_targets.py): the sans-IO
+The targets and their generators are the test suite's (tests/fuzz/targets.py): the sans-IO
 parsers (header, chunks, connections, desk, socket.io codec) and, in-process, the daemon's
 HTTP port (runner, media and admin APIs) and its socket.io WebSocket endpoint. A case fails
 when anything but ProtocolError is raised, when the daemon logs a failure, or when it
@@ -19,8 +19,8 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.fuzz_harness import tally  # noqa: E402
-from tests.fuzz_targets import all_targets  # noqa: E402
+from tests.fuzz.harness import tally  # noqa: E402
+from tests.fuzz.targets import all_targets  # noqa: E402
 
 
 def main(argv=None) -> int:

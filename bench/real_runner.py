@@ -27,7 +27,7 @@ total over the fastest runner's. With ``--runs N`` the runners alternate N times
 one's best total is shown. The table also shows the MP4 each made (picture size, audio
 length).
 
-Needs node >= 20 and ../shared/peertube-runner/peertube-runner.js (tests/peertube_runner.py).
+Needs node >= 20 and ../shared/peertube-runner/peertube-runner.js (tests/support/peertube_runner.py).
 """
 import argparse
 import json
@@ -46,16 +46,17 @@ sys.path.insert(0, REPO)
 
 from twisted.internet import defer, endpoints, task, threads  # noqa: E402
 
-from choir_clients.signals import broadband_track  # noqa: E402
-from choir_clients.simulated import SimulatedDirector, SimulatedSinger  # noqa: E402
-from choir_protocol.constants import SAMPLE_RATE  # noqa: E402
-from choir_protocol.jobs import FINAL_STATES, JobState, JobType  # noqa: E402
-from tests import peertube_runner as H  # noqa: E402
-from tests.daemon_process import VENV_BIN, TwistdDaemon  # noqa: E402
+from choir_clients.demo.signals import broadband_track  # noqa: E402
+from choir_clients.demo.simulated import SimulatedDirector, SimulatedSinger  # noqa: E402
+from choir_protocol.rehearsal.constants import SAMPLE_RATE  # noqa: E402
+from choir_protocol.runners.jobs import FINAL_STATES, JobState, JobType  # noqa: E402
+
+from tests.support import peertube_runner as H  # noqa: E402
+from tests.support.daemon_process import VENV_BIN, TwistdDaemon  # noqa: E402
 
 CHOIR_RUNNER = (os.path.join(VENV_BIN, "choir-runner"),)
 if not os.path.exists(CHOIR_RUNNER[0]):
-    CHOIR_RUNNER = (sys.executable, "-m", "choir_clients.runner")
+    CHOIR_RUNNER = (sys.executable, "-m", "choir_clients.runner.runner")
 SINGERS = [(0.0, 0.0, 2), (0.02, 0.01, 3), (0.05, 0.03, 5), (0.03, 0.02, 4), (0.01, 0.0, 6),
            (0.04, 0.01, 3), (0.02, 0.02, 2), (0.05, 0.0, 7)]
 CHOIR_NAME = "Bench Choir"

@@ -74,9 +74,10 @@ def _react(fn, *args):
 def _seed(data_dir, runners, jobs, base_url, conn):
     async def go():
         import attrs
-        from choir_protocol import jobs as J
-        from choir_protocol.tokens import hash_token
-        from choir_twisted.store import Runner, Store
+
+        from choir_protocol.runners import jobs as J
+        from choir_protocol.runners.tokens import hash_token
+        from choir_twisted.store.store import Runner, Store
         store = await Store.open(data_dir=data_dir)
         reg = await store.create_registration_token()
         now = time.time()
@@ -112,8 +113,9 @@ def _store_maker(data_dir, base_url, conn):
     """Another process with a Store on the daemon's file: makes a pending job on request."""
     async def go():
         from twisted.internet import threads
-        from choir_protocol import jobs as J
-        from choir_twisted.store import Store
+
+        from choir_protocol.runners import jobs as J
+        from choir_twisted.store.store import Store
         store = await Store.open(data_dir=data_dir)
         while True:
             cmd = await threads.deferToThread(conn.recv)

@@ -1,2 +1,2 @@
-"""Programs that talk to the daemon: simulated peers and the demo (singer, director,
-admin and runner programs come later)."""
+"""The programs that talk to the daemon: one sub-package per program (rehearsal clients,
+runner, admin, demo), sharing only cli and config."""

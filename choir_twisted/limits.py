@@ -22,9 +22,9 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web import http
 from zope.interface import directlyProvides, providedBy
 
-from choir_protocol.urls import in_networks
+from choir_protocol.runners.urls import in_networks
 
-from .links import has_plain_socket
+from .rehearsal.links import has_plain_socket
 
 DEFAULT_MAX_PER_ADDRESS = 256  # above a large choir behind one NAT, far below a flood
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between summaries of refusals for one address

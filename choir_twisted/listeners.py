@@ -8,7 +8,7 @@ from twisted.internet import endpoints, reactor
 from choir_protocol.addresses import format_server
 
 from .endpoint_check import WILDCARDS
-from .http_url import write_http_url
+from .publishing.http_url import write_http_url
 
 
 class RehearsalPort(StreamServerEndpointService):

@@ -9,18 +9,18 @@ from twisted.application import service
 from twisted.internet import defer, reactor, threads
 from twisted.python import usage
 
-from choir_protocol.constants import MIX_WINDOW_CHUNKS
-from choir_protocol.jobs import ALL_RESOLUTIONS, DEFAULT_SETTINGS
-from choir_protocol.urls import parse_networks
+from choir_protocol.rehearsal.constants import MIX_WINDOW_CHUNKS
+from choir_protocol.runners.jobs import ALL_RESOLUTIONS, DEFAULT_SETTINGS
+from choir_protocol.runners.urls import parse_networks
 
-from .cover_check import CoverError, check_cover
 from .datadir import DataDirInUse, LockedServices, check_data_dir, lock_data_dir
 from .endpoint_check import EndpointError, check_server_endpoint, desk_for_director, same_tcp_port
 from .limits import (DEFAULT_MAX_PER_ADDRESS, REHEARSAL, ConnectionLimits, LimitedFactory,
                      LimitsService)
 from .listeners import HttpUrlService, RehearsalPort
-from .protocols import DeskProtocol, DirectorProtocol, RoomFactory, SingerProtocol
-from .room import TICK, Room
+from .publishing.cover_check import CoverError, check_cover
+from .rehearsal.protocols import DeskProtocol, DirectorProtocol, RoomFactory, SingerProtocol
+from .rehearsal.room import TICK, Room
 
 
 class _Following(str):
@@ -207,7 +207,7 @@ class RoomService(service.Service):
         super().startService()
         self.room.start()
         if self.room.data_dir is not None:
-            from .recovery import recover_all
+            from .rehearsal.recovery import recover_all
             self.recovered = threads.deferToThread(recover_all, self.room.data_dir)
 
     def stopService(self):
@@ -250,7 +250,7 @@ def makeService(options, clock=reactor) -> service.MultiService:
         RehearsalPort(option, options[option], LimitedFactory(factory, limits, REHEARSAL)
                       ).setServiceParent(top)
     if not options["no-runners"]:
-        from .runners import RunnerService
+        from .runners.service import RunnerService
         publishing = dict(
             settings=attrs.evolve(DEFAULT_SETTINGS, resolutions=options["resolutions"]),
             choir_name=options["choir-name"], webhook=options["webhook"],

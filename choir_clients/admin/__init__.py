@@ -1,0 +1,1 @@
+"""choir-admin: the operator's commands, on the store or over the admin API."""

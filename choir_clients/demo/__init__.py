@@ -1,0 +1,1 @@
+"""choir-demo, and the simulated peers and network it and the tests use."""

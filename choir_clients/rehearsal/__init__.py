@@ -1,0 +1,1 @@
+"""choir-singer and choir-director: sound cards, calibration, the desk client."""

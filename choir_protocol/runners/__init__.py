@@ -1,0 +1,1 @@
+"""PeerTube's remote-runner protocol: jobs, their payloads and plans, socket.io, tokens."""

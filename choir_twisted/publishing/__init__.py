@@ -1,0 +1,1 @@
+"""Recordings and uploads made media: jobs planned, results kept and served, webhooks."""

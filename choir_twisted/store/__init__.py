@@ -1,0 +1,1 @@
+"""The store: tokens, runners, jobs and media in SQLite (WAL), on adbapi."""

@@ -1,1 +1,0 @@
-from choir_clients.simulated import SimulatedDirector, SimulatedSinger  # noqa: F401

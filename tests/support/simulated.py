@@ -1,0 +1,1 @@
+from choir_clients.demo.simulated import SimulatedDirector, SimulatedSinger  # noqa: F401
