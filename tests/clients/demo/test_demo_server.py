@@ -98,6 +98,7 @@ def test_singers_the_daemon_never_gets_are_named(tmp_path):
         daemon.stop()
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "choir-demo: after 3 s the daemon has 2 of the 3 singers; missing: singer3 (the server "
-        "closed the connection) (its log says more)"], result.stderr
+        "choir-demo: after 3 s the daemon has 2 of the 3 singers; missing: singer3 (The server "
+        "refused this singer: the room is full (2 singers at most)) (its log says more)"], \
+        result.stderr
     assert not list(data.glob("sessions/*"))  # no session was started without them
