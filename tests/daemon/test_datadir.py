@@ -13,7 +13,7 @@ from choir_twisted.datadir import (LOCK_NAME, DataDirInUse, check_data_dir, firs
                                    lock_data_dir, unmake_data_dir)
 from choir_twisted.runners.service import RunnerService
 
-from ..support.daemon_process import VENV_BIN, TwistdDaemon
+from ..support.daemon_process import VENV_BIN
 
 
 def test_a_second_lock_is_refused_naming_the_holder(tmp_path):
@@ -33,26 +33,21 @@ def test_a_dead_holder_leaves_no_lock(tmp_path):
     lock_data_dir(str(tmp_path)).close()
 
 
-def test_a_second_daemon_on_a_live_data_directory_refuses_in_one_line(tmp_path):
-    data = tmp_path / "data"
-    first = TwistdDaemon(str(data), str(tmp_path / "first.log"))
-    try:
-        sessions_before = sorted(os.listdir(data / "sessions"))
-        second = subprocess.run(
-            [os.path.join(VENV_BIN, "twistd"), "-n", "--pidfile=", "choir", "-d", str(data),
-             "--singers", "tcp:0", "--director", "tcp:0", "--desk", "tcp:0", "--http", "tcp:0"],
-            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        assert second.returncode == 1, second
-        assert second.stderr.strip().splitlines() == [
-            f"twistd choir: {data} is in use by another choir daemon "
-            f"(pid {first.process.pid}); give this one another --data-dir"], second.stderr
-        assert first.process.poll() is None
-        assert sorted(os.listdir(data / "sessions")) == sessions_before
-    finally:
-        first.stop()
-    # the first one gone, the directory is free
-    again = TwistdDaemon(str(data), str(tmp_path / "again.log"))
-    again.stop()
+def test_a_second_daemon_on_a_live_data_directory_refuses_in_one_line(twistd_daemon, data_dir):
+    first = twistd_daemon()
+    sessions_before = sorted(os.listdir(data_dir / "sessions"))
+    second = subprocess.run(
+        [os.path.join(VENV_BIN, "twistd"), "-n", "--pidfile=", "choir", "-d", str(data_dir),
+         "--singers", "tcp:0", "--director", "tcp:0", "--desk", "tcp:0", "--http", "tcp:0"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert second.returncode == 1, second
+    assert second.stderr.strip().splitlines() == [
+        f"twistd choir: {data_dir} is in use by another choir daemon "
+        f"(pid {first.process.pid}); give this one another --data-dir"], second.stderr
+    assert first.process.poll() is None
+    assert sorted(os.listdir(data_dir / "sessions")) == sessions_before
+    first.stop()
+    twistd_daemon()  # the first one gone, the directory is free
 
 
 def test_a_failed_start_removes_only_the_directories_it_made(tmp_path):

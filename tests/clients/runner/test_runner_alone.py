@@ -1,6 +1,5 @@
 """choir-runner is deployed alone: it starts without PortAudio and takes nothing of the
 rehearsal clients."""
-import os
 import subprocess
 import sys
 
@@ -26,20 +25,19 @@ finally:
 """
 
 
-def run(*args, config_dir):
+def run(*args):
     return subprocess.run([sys.executable, "-c", NO_PORTAUDIO, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, CHOIR_CONFIG_DIR=str(config_dir)))
+                          capture_output=True, text=True, timeout=60)
 
 
-def test_the_runner_starts_without_portaudio_and_without_the_rehearsal_clients(tmp_path):
-    done = run("--version", config_dir=tmp_path)
+def test_the_runner_starts_without_portaudio_and_without_the_rehearsal_clients(config_dir):
+    done = run("--version")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("choir-runner ")
     assert done.stderr.strip() == "loaded: []"
 
 
-def test_its_commands_run_there_too(tmp_path):
-    done = run("list-registered", config_dir=tmp_path)
+def test_its_commands_run_there_too(config_dir):
+    done = run("list-registered")
     assert done.returncode == 0, done.stderr
     assert "loaded: []" in done.stderr
