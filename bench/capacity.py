@@ -400,11 +400,18 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def start_daemon(server: str, n: int, ports: dict, workdir: str, record: bool):
-    """Start the daemon; returns (process, path of its log)."""
+def start_daemon(server: str, n: int, ports: dict, workdir: str, record: bool, baseline=None):
+    """Start the daemon; returns (process, path of its log). ``baseline``: a checkout of an
+    earlier commit whose code our daemon runs instead of this one's (its directory first on
+    PYTHONPATH: its twisted/plugins and packages are found before the installed ones)."""
+    env = None
     if server == "choir":
         log = os.path.join(workdir, "choir.log")
-        command = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "-l", log, "choir",
+        twistd = [os.path.join(BIN, "twistd")]
+        if baseline:
+            twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+            env = dict(os.environ, PYTHONPATH=os.path.abspath(baseline))
+        command = [*twistd, "-n", "--pidfile=", "-l", log, "choir",
                    *(f"--{role}=tcp:{port}:interface=127.0.0.1" for role, port in ports.items()),
                    "-d", os.path.join(workdir, "data"), f"--max-singers={max(1000, n)}",
                    "--max-singers-per-address=0", "--max-connections-per-address=0",
@@ -417,7 +424,7 @@ def start_daemon(server: str, n: int, ports: dict, workdir: str, record: bool):
                    "--console", "--log-level", "WARNING"]
     with open(os.path.join(workdir, "stderr.log"), "wb") as err:
         process = subprocess.Popen(command, cwd=workdir, stdin=subprocess.PIPE,
-                                   stdout=err, stderr=subprocess.STDOUT)
+                                   stdout=err, stderr=subprocess.STDOUT, env=env)
     return process, log
 
 
@@ -509,10 +516,10 @@ def wait_for_tracks(daemon: psutil.Process, workdir: str, n: int, seconds: float
 
 # -- one run, the table ---------------------------------------------------------------------
 
-def bench(server: str, n: int, args) -> dict:
+def bench(server: str, n: int, args, baseline=None) -> dict:
     workdir = tempfile.mkdtemp(prefix=f"{server}-{n}-", dir=args.workdir)
     ports = dict(zip(("singers", "director", "desk"), free_ports(3)))
-    process, log = start_daemon(server, n, ports, workdir, not args.no_record)
+    process, log = start_daemon(server, n, ports, workdir, not args.no_record, baseline)
     try:
         wait_listening(process, ports)
         tick = args.tick / 1000 if args.tick else (0.01 if n <= 500 else 0.02 if n <= 1000 else 0.04)
@@ -532,7 +539,8 @@ def bench(server: str, n: int, args) -> dict:
         result["log_notes"] = ["no log file"]
     finally:
         stop_daemon(process, server)
-    result["server"] = server + (" --no-record" if server == "choir" and args.no_record else "")
+    result["server"] = (server + (f"@{os.path.basename(os.path.abspath(baseline))}" if baseline else "")
+                        + (" --no-record" if server == "choir" and args.no_record else ""))
     limit = args.seconds + PLAYBACK_BUFFER / RATE + LATE_MARGIN
     result["real_time"] = bool(result["complete"] and result["underruns"] == 0
                                and not result.get("dropped") and result.get("session_s", math.inf) <= limit)
@@ -579,6 +587,9 @@ def parse_args():
     parser.add_argument("--workdir", help="keep each run's daemon log and recordings in a "
                         "directory made under this one (default: a temporary one, removed)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--baseline", metavar="CHECKOUT", help="also run, for each N, our daemon "
+                        "from this checkout of an earlier commit (git worktree add DIR COMMIT): "
+                        "before and after side by side")
     args = parser.parse_args()
     args.singers = [int(n) for n in args.singers.split(",") if n.strip()]
     return args
@@ -596,10 +607,11 @@ def main() -> None:
         print("|" + "---|" * len(COLUMNS), flush=True)
     results, failures = [], 0
     for n in args.singers:
-        result = bench(args.server, n, args)
-        results.append(result)
-        if not args.json:
-            print(table_row(result), flush=True)
+        for baseline in ([args.baseline] if args.baseline else []) + [None]:
+            result = bench(args.server, n, args, baseline)
+            results.append(result)
+            if not args.json:
+                print(table_row(result), flush=True)
         failures = 0 if result["real_time"] else failures + 1
         if failures >= 2 and not args.keep_going:
             break
