@@ -55,6 +55,7 @@ from choir_protocol.rehearsal.constants import (DIRECTOR_LEAD_CHUNKS, FRAMES_PER
                                                 TRACK_CHUNK_SIZE, VOCAL_GROUPS, VOICE_CHUNK_SIZE,
                                                 Signal)
 from choir_protocol.rehearsal.header import Header  # noqa: E402
+from tests.support.ports import free_ports  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 PLAYBACK_BUFFER = int(RATE)  # a singer starts playing with 1 s of track in hand
@@ -389,15 +390,6 @@ def generate(n: int, ports: dict, seconds: float, tick: float, pid: int, log_pat
 
 
 # -- the daemon under test ------------------------------------------------------------------
-
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 def start_daemon(server: str, n: int, ports: dict, workdir: str, record: bool, baseline=None):

@@ -6,26 +6,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import wave
 
 import psutil
+from tests.support.ports import free_ports
 
 BIN = os.path.dirname(sys.executable)
 ROLES = ("singers", "director", "desk", "http")
-
-
-def free_ports(count: int) -> list:
-    socks = [socket.socket() for _ in range(count)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
 
 
 def is_listening(port: int) -> bool:

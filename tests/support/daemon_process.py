@@ -10,6 +10,7 @@ from twisted.internet import defer, endpoints, reactor, task, threads
 from choir_twisted.rehearsal.protocols import (DeskProtocol, DirectorProtocol, RoomFactory,
                                                SingerProtocol)
 from choir_twisted.rehearsal.room import Room
+from .ports import free_port  # noqa: F401 (its users import it from here)
 
 VENV_BIN = os.path.dirname(sys.executable)
 
@@ -57,12 +58,6 @@ async def until(condition, deadline=30.0, what="condition"):
             return
         await task.deferLater(reactor, 0.05, lambda: None)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, deadline: float = 20.0) -> None:
