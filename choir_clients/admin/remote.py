@@ -1,6 +1,6 @@
 """choir-admin --url: the operator's commands over a daemon's admin HTTP API, on treq.
 
-``RemoteAdmin`` has the ``{group}_{leaf}(opts)`` methods of ``admin.Admin`` that work from
+``RemoteAdmin`` has the ``{group}_{leaf}(opts)`` methods of ``local.Admin`` that work from
 another machine: tokens, runners and jobs go through PeerTube's admin routes under
 /api/v1/runners (``choir_twisted.runners.admin_api``), media list/show through /api/v1/media; the
 operator token travels as ``Authorization: Bearer``. Lists are read whole, page by page.
@@ -23,7 +23,7 @@ from choir_protocol.runners.jobs import JobState
 
 from . import hints
 from ..cli import plain_reason
-from .admin import Admin, AdminError, _live_token, _resolve, ago, human_size, table
+from .output import AdminError, Output, ago, human_size, live_token, resolve, table
 
 RUNNERS = "/api/v1/runners"
 TOKENS = RUNNERS + "/registration-tokens"
@@ -55,24 +55,20 @@ def _job_dict(wire) -> dict:
 
 
 def _pick(items, value, what, keys):
-    """``admin._resolve`` over API dicts: exact key, else a unique id prefix."""
+    """``output.resolve`` over API dicts: exact key, else a unique id prefix."""
     spaces = [types.SimpleNamespace(item=i, **{k: i.get(k) or "" for k in keys}) for i in items]
-    return _resolve(spaces, value, what, keys).item
+    return resolve(spaces, value, what, keys).item
 
 
-class RemoteAdmin:
-    emit = Admin.emit  # the local commands' output
-    emit_edit = Admin.emit_edit
-    emit_new_token = Admin.emit_new_token
-    emit_tokens = Admin.emit_tokens
-    emit_revoked_token = Admin.emit_revoked_token
+class RemoteAdmin(Output):
+    """The commands over HTTP, printed as the local ones (``local.Admin``)."""
 
     def __init__(self, url, token, out, as_json, now, reactor=None):
         if reactor is None:
             from twisted.internet import reactor
+        super().__init__(out, as_json, now)
         self.url = url.rstrip("/")
         self.token = token
-        self.out, self.as_json, self.now = out, as_json, now
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.http = HTTPClient(Agent(reactor, pool=self.pool))
 
@@ -158,7 +154,7 @@ class RemoteAdmin:
     async def tokens_revoke(self, opts):
         live = [types.SimpleNamespace(id=t["id"], prefix=t.get("registrationTokenPrefix"))
                 for t in await self._tokens(False)]
-        tok = _live_token(live, opts["token"], "registration token")
+        tok = live_token(live, opts["token"], "registration token")
         answer = await self._call("POST", f"{TOKENS}/{quote(tok.id, safe='')}/revoke",
                                   missing_ok=True)
         if answer is None:

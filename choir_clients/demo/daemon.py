@@ -21,7 +21,8 @@ from choir_protocol.version import program_version
 
 from ..cli import plain_reason
 from ..rehearsal.desk_client import DeskError, connect_desk
-from .simulated import SimulatedDirector
+from ..rehearsal.director_connection import DirectorClientProtocol
+from ..rehearsal.playback import TrackSource
 
 POLL = 0.25  # seconds between two looks (the desk allows 5 lists a second)
 RECORD_TIMEOUT = 120.0  # seconds for the daemon to write the session's files
@@ -100,8 +101,9 @@ async def open_desk(reactor, daemon: Daemon, until: float):
                     + " (start the daemon with --desk-from naming this machine)")
             if director is None:
                 # its header alone makes this address a director's; it plays nothing
-                director = SimulatedDirector(np.zeros((0, 2), "<i2"), header=director_header(),
-                                             hold=True)
+                director = DirectorClientProtocol(reactor, TrackSource(np.zeros((0, 2), "<i2")),
+                                                  header=director_header(), held=True,
+                                                  idle_timeout=None)
                 try:
                     await endpoints.connectProtocol(
                         daemon.endpoint(reactor, daemon.director_port), director)

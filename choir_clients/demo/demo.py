@@ -6,8 +6,8 @@ plays after a given device latency, calibrated the way a singer calibrates, and
 each behind a simulated network link with its own delay and jitter. Each singer
 sings a voice of its own (voices.py: the track it hears, ringing at its note), so the
 stems are separate and the demo knows what each should be. Once the daemon has every
-singer (asked of its mixing desk), a director plays a backing track (a file, or a
-generated one); the report, from what the daemon recorded, says who was mixed and
+singer (asked of its mixing desk), choir-director's connection plays a backing track (a
+file, or a generated one); the report, from what the daemon recorded, says who was mixed and
 whether each is in time, to the sample, and where to listen. Then the recording is
 published as the daemon publishes it, to an in-process choir-runner: an MP4 of the mix
 with its cover, and HLS.
@@ -30,13 +30,14 @@ from . import report as demo_report
 from ..cli import parse_options, plain_reason
 from ..rehearsal.calibration import measure_latency
 from ..rehearsal.devices import EchoDevice
-from ..rehearsal.singer import SingerClient
+from ..rehearsal.director_connection import DirectorClientProtocol
+from ..rehearsal.playback import TrackSource
+from ..rehearsal.singer_client import SingerClient
 from ..rehearsal.terminal import LineRenderer
 from .daemon import (Daemon, DemoError, director_header, session_record, singers_mixed_per_desk,
                      start_in_process, wait_for_singers)
 from .netsim import DelayProxy
 from .signals import broadband_track
-from .simulated import SimulatedDirector
 from .voices import SingingDevice, voice_for
 
 GROUPS = VOCAL_GROUPS[1:]
@@ -227,7 +228,7 @@ async def play_session(reactor, options, daemon, plan, clients, track):
     before = daemon.session_dirs()
     who = "the singer" if len(clients) == 1 else f"all {len(clients)} singers"
     print(f"The daemon has {who}; playing a {len(track) / SAMPLE_RATE:.1f} s track...")
-    director = SimulatedDirector(track, header=director_header())
+    director = DirectorClientProtocol(reactor, TrackSource(track), header=director_header())
     try:
         await endpoints.connectProtocol(daemon.endpoint(reactor, daemon.director_port), director)
     except (error.ConnectError, error.DNSLookupError, error.TimeoutError) as e:

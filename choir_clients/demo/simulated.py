@@ -1,4 +1,5 @@
-"""Simulated singers and directors over real TCP, for the demo, the tests and the benchmarks.
+"""Simulated singers over real TCP, for the demo, the tests and the benchmarks; and the
+director's connection on a track, for the tests and benchmarks.
 
 A SimulatedSinger behaves as a calibrated singer client: it plays each chunk it
 hears (at real-time pace, after a playback buffer), records through a device
@@ -14,12 +15,15 @@ import random
 import numpy as np
 from twisted.internet import defer, protocol
 
-from choir_protocol.rehearsal.adpcm import MonoEncoder, StereoDecoder, StereoEncoder
-from choir_protocol.rehearsal.connections import DirectorClientConnection, SingerClientConnection
-from choir_protocol.rehearsal.constants import CHUNKS_PER_SECOND, FRAMES_PER_CHUNK
-from choir_protocol.rehearsal.events import (KeepAlive, MixChunk, Refused, SessionEnded,
-                                             SessionRefused, SessionStarted, TrackAudio)
+from choir_protocol.rehearsal.adpcm import MonoEncoder, StereoDecoder
+from choir_protocol.rehearsal.connections import SingerClientConnection
+from choir_protocol.rehearsal.constants import (CHUNKS_PER_SECOND, DIRECTOR_LEAD_CHUNKS,
+                                                FRAMES_PER_CHUNK)
+from choir_protocol.rehearsal.events import KeepAlive, SessionEnded, SessionStarted, TrackAudio
 from choir_protocol.rehearsal.header import Header
+
+from ..rehearsal.director_connection import DirectorClientProtocol
+from ..rehearsal.playback import TrackSource
 
 CHUNK_SECONDS = 1 / CHUNKS_PER_SECOND
 SILENCE = np.zeros(FRAMES_PER_CHUNK, "<i2")
@@ -134,65 +138,20 @@ class SimulatedSinger(protocol.Protocol):
         self.disconnected.callback(None)
 
 
-class SimulatedDirector(protocol.Protocol):
-    """Streams a track (int16 stereo array) and collects the mix, with 1.1.3's 6 s flow control.
+class SimulatedDirector(DirectorClientProtocol):
+    """The director's own connection streaming a track (int16 stereo array), with no silence
+    timer and ``first_mix`` fired with the first mix chunk: for the tests and benchmarks.
 
     ``hold``: send the header, and no track (a director the daemon knows, who starts no
     session: its address may use the daemon's desk)."""
 
-    def __init__(self, track: np.ndarray, lead_chunks=516, header: Header | None = None,
-                 hold: bool = False):
-        self.header = header if header is not None else Header()
-        self.holding = hold
-        self.track = track
-        self.chunks = len(track) // FRAMES_PER_CHUNK
-        self.lead = lead_chunks
-        self.conn = DirectorClientConnection()
-        self.encoder = StereoEncoder()
-        self.mix = []
-        self.refused = False
-        self.refusal = ""  # our daemon's reason (signal -4), to a header naming choir-director
-        self.done = defer.Deferred()
+    def __init__(self, track: np.ndarray, lead_chunks=DIRECTOR_LEAD_CHUNKS,
+                 header: Header | None = None, hold: bool = False):
+        super().__init__(None, TrackSource(track), lead=lead_chunks, on_mix=self._mixed,
+                         idle_timeout=None, held=hold,
+                         header=header if header is not None else Header())
         self.first_mix = defer.Deferred()
 
-    def connectionMade(self):
-        self.transport.setTcpNoDelay(True)
-        self.transport.write(self.conn.initiate(self.header))
-        if not self.holding:
-            self._pump()
-
-    def _pump(self):
-        out = []
-        while self.conn.sent < self.chunks and self.conn.sent - self.conn.received < self.lead:
-            i = self.conn.sent
-            chunk = self.track[i * FRAMES_PER_CHUNK:(i + 1) * FRAMES_PER_CHUNK]
-            payload = self.encoder.encode(np.ascontiguousarray(chunk[:, 0]).tobytes(),
-                                          np.ascontiguousarray(chunk[:, 1]).tobytes())
-            out.append(self.conn.send_track(i, payload))
-        if self.conn.sent == self.chunks and not self.conn.track_ended:
-            out.append(self.conn.end_track())
-        if out:
-            self.transport.write(b"".join(out))
-
-    def dataReceived(self, data):
-        for event in self.conn.receive_data(data):
-            if isinstance(event, MixChunk):
-                self.mix.append(np.frombuffer(event.pcm, "<i2"))
-                if not self.first_mix.called:
-                    self.first_mix.callback(None)
-            elif isinstance(event, SessionRefused):
-                self.refused = True
-            elif isinstance(event, Refused):
-                self.refused, self.refusal = True, event.reason
-        if self.conn.done:
-            self.transport.loseConnection()
-        elif not self.conn.track_ended and not self.holding:
-            self._pump()
-
-    def connectionLost(self, reason):
-        if not self.done.called:
-            self.done.callback(self)
-
-    @property
-    def mix_signal(self) -> np.ndarray:
-        return np.concatenate(self.mix) if self.mix else np.zeros(0, "<i2")
+    def _mixed(self, index, pcm):
+        if not self.first_mix.called:
+            self.first_mix.callback(None)

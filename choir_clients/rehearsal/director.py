@@ -17,360 +17,43 @@ comes back (up to 6 s), is saved, and the program exits normally. A second Ctrl-
 quits at once. A server that is no director port (a singer, desk or web port, another
 service) is named for what it is (``choir_protocol.rehearsal.peer_kind``).
 
-The command line is in ``director_options``; the track, the microphone and the player
-in ``playback``.
+The command line is in ``director_options``; the connection in ``director_connection``; the
+status line in ``director_status``; the desk during a session in ``director_desk``; the
+track, the microphone and the player in ``playback``.
 """
-import math
 import os
 import signal
 import sys
-import time
 
 import numpy as np
-from twisted.internet import defer, endpoints, error, protocol, task
+from twisted.internet import defer, endpoints, error, task
 
 from choir_protocol.addresses import format_server
-from choir_protocol.errors import ProtocolError
-from choir_protocol.rehearsal.adpcm import StereoEncoder
-from choir_protocol.rehearsal.connections import DirectorClientConnection
-from choir_protocol.rehearsal.constants import DIRECTOR_LEAD_CHUNKS, FRAMES_PER_CHUNK, SAMPLE_RATE
-from choir_protocol.rehearsal.events import MixChunk, Refused, SessionRefused
-from choir_protocol.rehearsal.header import Header
 from choir_protocol.rehearsal.peer_kind import NOTHING, UNKNOWN, recognise, wrong_port_message
 
 from . import media
 from ..cli import parse_options, plain_reason
-from .desk_client import (DeskClient, DeskError, RememberedGains, connect_desk, format_gain,
-                          run_desk_command)
-from .director_options import CLIENT_VERSION, Options, parse  # noqa: F401 (parse: the API)
-from .playback import END, LiveSource, Player, TrackSource, simulated_card
+from .desk_client import DeskError, RememberedGains, run_desk_command
+from .director_connection import SERVER_SILENCE_TIMEOUT, DirectorClientProtocol, chunk_seconds
+from .director_desk import DeskWatcher
+from .director_options import Options, parse  # noqa: F401 (parse: the API)
+from .director_status import DirectorStatus, level_dbfs
+from .playback import LiveSource, Player, TrackSource, simulated_card
 from .port_probe import probe
 
-IDLE_TIMEOUT = 45.0  # seconds without a byte from the server (it drops stalled sessions at 30)
-FIRST_BYTES_KEPT = 2048  # of the server's answer before any mix: what it is, if not a director port
 REFUSED_HELP = ("The server refused the session: another director is running a session, or no "
                 "singer is connected. Check that your singers are connected and try again.")
 ABORTED_HELP = ("The server ended the session early: no singer joined in time (5 s after the "
                 "start), every singer left, or the choir's mix stopped coming.")
 
 
-def chunk_seconds(chunks: int) -> float:
-    return chunks * FRAMES_PER_CHUNK / SAMPLE_RATE
-
-
-# -- the connection -------------------------------------------------------------------
-
-class DirectorProtocol(protocol.Protocol):
-    """The director's connection: the track out with 1.1.3's flow control, the mix in."""
-
-    def __init__(self, reactor, source, lead=DIRECTOR_LEAD_CHUNKS, on_mix=None,
-                 idle_timeout=IDLE_TIMEOUT, held=False):
-        self.reactor = reactor
-        self.source = source
-        # held: only the header goes out until ``release`` (the daemon opens the session on
-        # the first track chunk, and serves the desk to a connected director's address)
-        self.held = held
-        self.lead = lead
-        self.on_mix = on_mix
-        self.idle_timeout = idle_timeout
-        self.conn = DirectorClientConnection()
-        self.encoder = StereoEncoder()
-        self.mix = []  # the mix chunks received, 16-bit mono PCM bytes
-        self.refused = False
-        self.refusal = ""  # the server's words, when it gives them (signal -4)
-        self.failure = None  # why the session broke off, if it did
-        self.hung_up = False  # the server closed the connection before the end of the mix
-        self.timed_out = False  # the server fell silent
-        self.first_bytes = b""  # the server's first words, to tell what it is if not a director port
-        self.interrupted = False
-        self.done = defer.Deferred()
-        self._idle = None
-
-    # sending
-    def connectionMade(self):
-        self.transport.setTcpNoDelay(True)
-        self.transport.write(self.conn.initiate(Header(client_version=CLIENT_VERSION)))
-        self.source.on_data = self.pump
-        self._idle = self.reactor.callLater(self.idle_timeout, self._timed_out)
-        self.pump()
-
-    def release(self):
-        self.held = False
-        if self.transport is not None:
-            self.pump()
-
-    def pump(self):
-        if self.held or self.conn.track_ended or self.conn.refused or not self.transport.connected:
-            return
-        out = []
-        while self.conn.sent - self.conn.received < self.lead:
-            chunk = self.source.take(self.conn.sent)
-            if chunk is None:
-                break
-            if chunk is END:
-                out.append(self.conn.end_track())
-                break
-            payload = self.encoder.encode(np.ascontiguousarray(chunk[:, 0]).tobytes(),
-                                          np.ascontiguousarray(chunk[:, 1]).tobytes())
-            out.append(self.conn.send_track(self.conn.sent, payload))
-        if out:
-            self.transport.write(b"".join(out))
-        self._close_if_done()
-
-    def stop(self):
-        """No more track (Ctrl-C): send the end now; the mix of what was sent still comes."""
-        self.interrupted = True
-        self.source.close()
-        if self.transport is not None and self.transport.connected and not (
-                self.conn.track_ended or self.conn.refused):
-            if self.conn.sent == 0:
-                self.transport.loseConnection()  # nothing was sent: nothing to wait for
-                return
-            self.transport.write(self.conn.end_track())
-            self._close_if_done()
-
-    # receiving
-    def dataReceived(self, data):
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self.idle_timeout)
-        if not self.mix and len(self.first_bytes) < FIRST_BYTES_KEPT:
-            self.first_bytes += data[:FIRST_BYTES_KEPT - len(self.first_bytes)]
-        try:
-            events = self.conn.receive_data(data)
-        except ProtocolError as e:
-            self.failure = f"the server sent something unexpected ({e})"
-            self.transport.abortConnection()
-            return
-        for event in events:
-            if isinstance(event, MixChunk):
-                self.mix.append(event.pcm)
-                if self.on_mix is not None:
-                    self.on_mix(event.index, event.pcm)
-            elif isinstance(event, (SessionRefused, Refused)):
-                self.refused = True
-                self.refusal = getattr(event, "reason", "")
-                self.transport.loseConnection()
-                return
-        if not self._close_if_done():
-            self.pump()
-
-    def _close_if_done(self) -> bool:
-        if self.conn.done:
-            self.transport.loseConnection()
-            return True
-        return False
-
-    def _timed_out(self):
-        self.failure = f"the server sent nothing for {self.idle_timeout:g} s"
-        self.timed_out = True
-        self.transport.abortConnection()
-
-    def connectionLost(self, reason):
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self.source.on_data = None
-        self.source.close()
-        if not (self.conn.done or self.refused or self.failure or (self.interrupted and not self.conn.sent)):
-            self.failure = "the server closed the connection before the end of the mix"
-            self.hung_up = True
-        if not self.done.called:
-            self.done.callback(self)
-
-    @property
-    def mix_signal(self) -> np.ndarray:
-        return np.frombuffer(b"".join(self.mix), "<i2")
-
-
-# -- what the director sees -----------------------------------------------------------
-
-class StatusLine:
-    """One line: progress, time, singers in the mix, mix level. Rewritten in place (\\r) on
-    a terminal; elsewhere (a log, a pipe) printed as a line every ``interval`` seconds."""
-
-    WIDTH = 24
-
-    def __init__(self, out, total_chunks=None, tty=None, interval=5.0):
-        self.out = out
-        self.total_chunks = total_chunks
-        self.tty = bool(getattr(out, "isatty", lambda: False)()) if tty is None else tty
-        self.interval = interval
-        self.received = 0
-        self.singers = None
-        self.level = None
-        self._shown = 0  # length of the line on screen (tty)
-        self._last_print = None
-
-    def render(self) -> str:
-        elapsed = media.format_time(chunk_seconds(self.received))
-        if self.total_chunks:
-            filled = int(self.WIDTH * min(1.0, self.received / self.total_chunks))
-            bar = "[" + "#" * filled + "-" * (self.WIDTH - filled) + "]"
-            position = f"{bar} {elapsed} / {media.format_time(chunk_seconds(self.total_chunks))}"
-        else:
-            position = f"live {elapsed}"
-        singers = "?" if self.singers is None else str(self.singers)
-        if self.level is None:
-            level = "   - dBFS"
-        elif self.level == -math.inf:
-            level = "-inf dBFS"
-        else:
-            level = f"{self.level:5.1f} dBFS"
-        return f"{position}  singers: {singers}  mix: {level}"
-
-    def update(self, force=False):
-        line = self.render()
-        if self.tty:
-            self.out.write("\r" + line.ljust(self._shown))
-            self._shown = len(line)
-        else:
-            now = time.monotonic()
-            if not force and self._last_print is not None and now - self._last_print < self.interval:
-                return
-            self._last_print = now
-            self.out.write(line + "\n")
-        self.out.flush()
-
-    def note(self, message: str):
-        """A message on a line of its own (the status line is redrawn below it)."""
-        self.clear()
-        self.out.write(message + "\n")
-        self.out.flush()
-
-    def clear(self):
-        """Take the status line off the screen (a terminal), e.g. when nothing happened."""
-        if self.tty and self._shown:
-            self.out.write("\r" + " " * self._shown + "\r")
-            self._shown = 0
-            self.out.flush()
-
-    def finish(self):
-        if self.tty:
-            self.update()
-            self.out.write("\n")
-            self._shown = 0
-        else:
-            self.update(force=True)
-        self.out.flush()
-
-
-def level_dbfs(pcm: bytes) -> float:
-    """RMS level of a mix chunk in dB full scale (a full-scale sine is -3 dBFS)."""
-    samples = np.frombuffer(pcm, "<i2").astype(np.float64)
-    rms = math.sqrt(float(np.mean(samples * samples))) if len(samples) else 0.0
-    return 20 * math.log10(rms / 32768.0) if rms > 0 else -math.inf
-
-
-class DeskWatcher:
-    """The session's view of the mixing desk: counts the singers in the mix (asks every
-    couple of seconds) and applies the remembered gains to singers as they appear."""
-
-    def __init__(self, reactor, host, port, remembered, note, interval=2.0, fast_interval=0.25,
-                 fast_period=6.0):
-        self.reactor = reactor
-        self.host, self.port = host, port
-        self.remembered = remembered
-        self.note = note
-        self.interval, self.fast_interval, self.fast_period = interval, fast_interval, fast_period
-        self.client: DeskClient | None = None
-        self.unreachable = None  # the note, held until the mix comes (not for a wrong port)
-        self.singers = None  # how many in the mix, None if unknown
-        self.handled = set()  # singer ids whose remembered gain was looked at
-        self.applied = []  # (Singer, gain) applied
-        self._timer = None
-        self._started = None
-        self._stopped = False
-
-    async def connect(self) -> bool:
-        if self.port is None:
-            return False
-        try:
-            self.client = await connect_desk(self.reactor, self.host, self.port)
-        except DeskError as e:
-            self.unreachable = f"Note: {e}. Singers will not be counted, and remembered levels not applied."
-            return False
-        return True
-
-    async def prepare(self):
-        """Before the session: remembered gains to every singer already connected."""
-        if self.client is None:
-            return
-        try:
-            if self._apply(await self.client.list(everyone=True)):
-                await self.client.list(everyone=False)  # answered after the gains are set
-        except DeskError as e:
-            self._lost(e)
-        if self.remembered.problem:
-            self.note(f"Note: remembered levels are not applied: {self.remembered.problem}")
-
-    def start(self):
-        self._started = self.reactor.seconds()
-        if self.client is not None:
-            self._timer = self.reactor.callLater(0, self._poll)
-
-    def _poll(self):
-        self._timer = None
-        if self.client is None or self._stopped:
-            return
-        d = self.client.list(everyone=False)  # the singers in the mix, on both servers
-        d.addCallback(self._listed)
-        d.addErrback(lambda f: self._lost(f.value))
-
-    def _apply(self, singers) -> bool:
-        changes = []
-        for singer in singers:
-            if singer.is_monitor or singer.id in self.handled:
-                continue
-            self.handled.add(singer.id)
-            gain = self.remembered.effective(singer.name, singer.group)
-            if gain is not None and abs(gain - singer.gain) > 1e-6:
-                self.client.set_gain(singer.id, gain)
-                changes.append((singer, gain))
-        if changes:
-            self.applied += changes
-            self.note("Remembered levels: " + ", ".join(
-                f"{singer.describe()} {format_gain(gain)}" for singer, gain in changes))
-        return bool(changes)
-
-    def _listed(self, singers):
-        if self.client is None or self._stopped:
-            return
-        self.singers = sum(1 for s in singers if not s.is_monitor)
-        try:
-            self._apply(singers)
-        except DeskError as e:
-            self._lost(e)
-            return
-        self._schedule()
-
-    def _schedule(self):
-        if self._stopped or self.client is None:
-            return
-        fast = self.reactor.seconds() - self._started < self.fast_period
-        self._timer = self.reactor.callLater(self.fast_interval if fast else self.interval, self._poll)
-
-    def _lost(self, exc):
-        if self.client is not None and not self._stopped:
-            self.note(f"Note: mixing desk unavailable ({exc}).")
-            self.client.close()
-            self.client = None
-            self.singers = None
-
-    async def stop(self):
-        self._stopped = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        if self.client is not None:
-            client, self.client = self.client, None
-            await client.close()
-
-
 # -- a session ----------------------------------------------------------------------------
 
-class Session:
+class DirectorRun:
     """One rehearsal, from connecting to saving the mix."""
 
     def __init__(self, reactor, options, out, track=None, device_factory=None,
-                 remembered=None, status_interval=None, idle_timeout=IDLE_TIMEOUT):
+                 remembered=None, status_interval=None, idle_timeout=SERVER_SILENCE_TIMEOUT):
         self.reactor = reactor
         self.options = options
         self.out = out
@@ -464,13 +147,13 @@ class Session:
                 self.say(f"Cannot play the choir: {e}\n(Use --mute to run without sound.)")
                 return 1
 
-        self.status = StatusLine(self.out, self.source.total_chunks,
+        self.status = DirectorStatus(self.out, self.source.total_chunks,
                                  interval=self.status_interval or 5.0)
         if self.status.tty and self.status_interval is None:
             self.status.interval = 0.2
         # Connected first (header only), so that the desk is served to this address; the
         # remembered gains are set before the first track chunk opens the session.
-        self.director = DirectorProtocol(self.reactor, self.source, on_mix=self._on_mix, held=True,
+        self.director = DirectorClientProtocol(self.reactor, self.source, on_mix=self._on_mix, held=True,
                                          idle_timeout=self.idle_timeout)
         self.desk = desk = DeskWatcher(self.reactor, host, options["desk-port"], self.remembered, self.say)
         endpoint = endpoints.HostnameEndpoint(self.reactor, host, port, timeout=10)
@@ -603,7 +286,7 @@ async def run(reactor, options, out=None, track=None, device_factory=None, remem
             out.write(f"{e}\n")
             out.flush()
             return 1
-    session = Session(reactor, options, out, track=track, device_factory=device_factory,
+    session = DirectorRun(reactor, options, out, track=track, device_factory=device_factory,
                       remembered=remembered)
     return await session.run()
 
@@ -629,7 +312,7 @@ async def _main(reactor, options, track):
     if options.subCommand == "desk":
         code = await run(reactor, options, out)
     else:
-        session = Session(reactor, options, out, track=track)
+        session = DirectorRun(reactor, options, out, track=track)
         reactor.callWhenRunning(_install_sigint, reactor, session)
         code = await session.run()
     if code:

@@ -1,7 +1,7 @@
 """What the director sends and hears: the backing track or the microphone, and the choir
 played on a sound device.
 
-The sources hand ``DirectorProtocol`` one 512-frame stereo int16 chunk at a time; the Player
+The sources hand ``DirectorClientProtocol`` one 512-frame stereo int16 chunk at a time; the Player
 plays the mix, 1.1.3's way. Each opens only the direction it uses (the microphone for
 ``--live``, the speakers for playback), so a machine without a microphone can play the
 choir. ``simulated_card`` stands in for a sound card with ``--simulate``.

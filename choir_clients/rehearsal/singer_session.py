@@ -26,7 +26,7 @@ playing silence meanwhile. Once it has started, a block for which no chunk is
 there (the track came later than its play time: ``LateChunk``) and a block the
 device reports as an output under-run or input overflow (``DeviceUnderrun``) each
 cost one error; beyond ``error_budget`` errors the session drops out
-(``DroppedOut``) and sends no more voice.
+(``StoppedEarly``) and sends no more voice.
 
 Not thread-safe: one thread (the audio callback) owns it.
 """
@@ -69,7 +69,7 @@ class DeviceUnderrun:
 
 
 @attrs.frozen
-class DroppedOut:
+class StoppedEarly:
     reason: str
 
 
@@ -123,7 +123,7 @@ class SingerSession:
         if not self.dropped and not self.finished:
             self.dropped = True
             self._queue.clear()
-            self._events.append(DroppedOut(reason))
+            self._events.append(StoppedEarly(reason))
 
     @property
     def buffered(self) -> int:

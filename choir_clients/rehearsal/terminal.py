@@ -12,11 +12,11 @@ import time
 SILENCE_DB = -90.0
 
 
-def dbfs(samples) -> float:
-    """Peak level of float samples (1.0 = full scale) in dB full scale."""
+def dbfs(samples, gain: float = 1.0) -> float:
+    """Peak level of float samples (1.0 = full scale), times ``gain``, in dB full scale."""
     import numpy as np
 
-    peak = float(np.max(np.abs(samples))) if len(samples) else 0.0
+    peak = float(np.max(np.abs(samples))) * gain if len(samples) else 0.0
     return 20 * math.log10(peak) if peak > 1e-9 else SILENCE_DB
 
 
@@ -73,6 +73,13 @@ class LineRenderer:
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+    def clear(self) -> None:
+        """Take the status line off the screen (a terminal), e.g. when nothing happened."""
+        if self.tty and self._line:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+        self._line = ""
 
     def close(self) -> None:
         """Leave the cursor on a fresh line."""

@@ -112,13 +112,13 @@ def spawn_director(test, *args, env) -> DirectorProcess:
 
 
 async def run_director(*args, track=None, device_factory=None):
-    """choir-director in-process: (exit status, what it printed, the Session or None)."""
+    """choir-director in-process: (exit status, what it printed, the DirectorRun or None)."""
     out = io.StringIO()
     options = director.parse(list(args))
     if options.subCommand == "desk":
         code = await director.run(reactor, options, out)
         return code, out.getvalue(), None
-    session = director.Session(reactor, options, out, track=track, device_factory=device_factory)
+    session = director.DirectorRun(reactor, options, out, track=track, device_factory=device_factory)
     code = await session.run()
     return code, out.getvalue(), session
 

@@ -14,7 +14,7 @@ import soundfile
 from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
-from choir_clients.rehearsal import director, director_options
+from choir_clients.rehearsal import director, director_options, director_status
 from choir_clients.rehearsal.desk_client import (DeskError, Singer, find_singer, format_gain,
                                                  parse_db)
 from choir_clients.rehearsal.devices import FileMicrophone
@@ -180,7 +180,7 @@ class DeskTest(DaemonTestCase):
         track = broadband_track(4.5)
         chunks = len(track) // FRAMES_PER_CHUNK
         options = director.parse(director_args(self.daemon, "--input", "backing.wav", "--mute"))
-        session = director.Session(reactor, options, io.StringIO(), track=track)
+        session = director.DirectorRun(reactor, options, io.StringIO(), track=track)
         running = defer.ensureDeferred(session.run())
         marks = []
         for fraction, command in ((1 / 3, ["mute", "ben"]), (2 / 3, ["gain", "Ben", "-12"])):
@@ -290,7 +290,7 @@ class OnlineChoir113ServerTest(unittest.TestCase):
         chunks = len(track) // FRAMES_PER_CHUNK
         args = ["--server", "127.0.0.1", "--port", str(server.director), "--desk-port", str(server.desk)]
         out = io.StringIO()
-        session = director.Session(reactor, director.parse(args + ["--input", "b.wav", "--mute"]), out,
+        session = director.DirectorRun(reactor, director.parse(args + ["--input", "b.wav", "--mute"]), out,
                                    track=track)
         running = defer.ensureDeferred(session.run())
         await until(lambda: session.director is not None and session.director.conn.received >= chunks / 3,
@@ -327,7 +327,7 @@ class OnlineChoir113ServerTest(unittest.TestCase):
         self.addCleanup(server.stop)
         await server.ready()
         out = io.StringIO()
-        session = director.Session(reactor, director.parse([
+        session = director.DirectorRun(reactor, director.parse([
             "--server", f"127.0.0.1:{server.desk}", "--input", "b.wav", "--mute"]), out,
             track=broadband_track(1.0), idle_timeout=1.0)
         self.assertEqual(await session.run(), 1, out.getvalue())
@@ -371,7 +371,7 @@ class PlaybackTest(DaemonTestCase):
         options = director.parse(director_args(self.daemon, "--live", "--output", self.path("live.wav")))
         self.assertTrue(options["mute"])  # --live implies --mute
         out = io.StringIO()
-        session = director.Session(reactor, options, out,
+        session = director.DirectorRun(reactor, options, out,
                                    device_factory=lambda **devices: FileMicrophone(path))
         running = defer.ensureDeferred(session.run())
         await until(lambda: session.director is not None and session.director.conn.received >= 150,
@@ -451,7 +451,7 @@ class UnitTest(unittest.TestCase):
 
     def test_status_line(self):
         tty = io.StringIO()
-        line = director.StatusLine(tty, total_chunks=862, tty=True)
+        line = director_status.DirectorStatus(tty, total_chunks=862, tty=True)
         line.received, line.singers, line.level = 431, 8, -18.04
         line.update()
         line.received = 862
@@ -461,7 +461,7 @@ class UnitTest(unittest.TestCase):
         self.assertNotIn("\n", text)
         self.assertIn("[############------------] 0:05 / 0:10  singers: 8  mix: -18.0 dBFS", text)
         piped = io.StringIO()
-        line = director.StatusLine(piped, total_chunks=None, tty=False, interval=60)
+        line = director_status.DirectorStatus(piped, total_chunks=None, tty=False, interval=60)
         line.update()
         line.update()  # within the interval: not printed again
         self.assertEqual(piped.getvalue(), "live 0:00  singers: ?  mix:    - dBFS\n")

@@ -21,8 +21,9 @@ from choir_clients.rehearsal import singer
 from choir_clients.rehearsal.devices import EchoDevice
 from choir_clients.rehearsal.singer_cards import Card, store_calibration
 from choir_clients.rehearsal.singer_options import expand_optional_values
-from choir_clients.rehearsal.singer_session import (DeviceUnderrun, DroppedOut, Finished, LateChunk,
-                                                    PlaybackStarted, SingerSession, VoiceChunk)
+from choir_clients.rehearsal.singer_session import (DeviceUnderrun, Finished, LateChunk,
+                                                    PlaybackStarted, SingerSession, StoppedEarly,
+                                                    VoiceChunk)
 from choir_clients.rehearsal.terminal import LineRenderer, level_bar
 from choir_protocol.rehearsal.adpcm import MonoDecoder, MonoEncoder, StereoDecoder, StereoEncoder
 from choir_protocol.rehearsal.constants import FRAMES_PER_CHUNK, HEADER_SIZE, VOICE_CHUNK_SIZE
@@ -126,7 +127,7 @@ class SingerSessionTest(unittest.SynchronousTestCase):
                                             underflow_at=underflows, error_budget=5)
         kinds = [type(e) for _, e in others]
         self.assertEqual(kinds, [PlaybackStarted] + [DeviceUnderrun] * 3 + [LateChunk] * 3
-                         + [DroppedOut])
+                         + [StoppedEarly])
         self.assertEqual([e.errors for _, e in others[1:-1]], [1, 2, 3, 4, 5, 6])
         self.assertIn("6 playback errors", others[-1][1].reason)
         # the 20 chunks played before the track ran dry were all recorded (their echo came
