@@ -29,9 +29,9 @@ from choir_protocol.version import program_version
 from . import report as demo_report
 from ..cli import parse_options, plain_reason
 from ..rehearsal.calibration import measure_latency
-from ..rehearsal.devices import EchoDevice
 from ..rehearsal.director_connection import DirectorClientProtocol
 from ..rehearsal.playback import TrackSource
+from ..rehearsal.simulated_devices import EchoDevice
 from ..rehearsal.singer_client import SingerClient
 from ..rehearsal.terminal import LineRenderer
 from .daemon import (Daemon, DemoError, director_header, session_record, singers_mixed_per_desk,

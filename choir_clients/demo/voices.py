@@ -21,7 +21,7 @@ import numpy as np
 from choir_protocol.rehearsal.constants import SAMPLE_RATE
 
 from ..rehearsal.audio import BLOCK
-from ..rehearsal.devices import EchoDevice
+from ..rehearsal.simulated_devices import EchoDevice
 
 RESONANCE = 0.95  # feedback of the comb: the higher, the more a voice rings at its note
 LEVEL = 0.5  # a voice's level against what the singer hears (it rings louder at its note)

@@ -21,7 +21,7 @@ SIMULATED_HISS = 0.003  # RMS of the simulated microphone's noise, about -50 dBF
 def simulated_card(**_devices):
     """A sound card that is not there (``--simulate``): it keeps real time, plays into
     nothing, and its microphone hears a quiet hiss."""
-    from .devices import EchoDevice
+    from .simulated_devices import EchoDevice
     card = EchoDevice(FRAMES_PER_CHUNK, gain=0.0, noise=SIMULATED_HISS)
     card.name = "simulated sound card"
     return card

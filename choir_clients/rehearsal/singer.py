@@ -76,8 +76,8 @@ def _remember(settings: dict, display) -> None:
 
 async def _voice_and_card(options, config, device_factory, err):
     """(voice or None, device, latency samples), or the exit status if singing cannot start."""
-    from .devices import SilentCard
     from .media import MediaError
+    from .simulated_devices import SilentCard
 
     if options["input-file"] is not None:
         try:

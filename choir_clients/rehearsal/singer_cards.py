@@ -2,7 +2,7 @@
 
 A card is a real one (PortAudio: the system's default, or devices named with
 --input-device / --output-device) or the built-in simulated card of ``--simulate MS``
-(``devices.SimulatedCard``); ``--input-file`` uses neither (``devices.SilentCard`` paces
+(``simulated_devices.SimulatedCard``); ``--input-file`` uses neither (``simulated_devices.SilentCard`` paces
 the stream, the recording replaces the microphone).
 
 Where calibrations are kept, in the singer's config: the real card's in ``calibration``;
@@ -45,7 +45,7 @@ class Card:
         """The simulated card's name, which keys its calibration; None for a real card."""
         if self.simulate_ms is None:
             return None
-        from .devices import simulated_card_name
+        from .simulated_devices import simulated_card_name
         return simulated_card_name(self.simulate_ms)
 
     def describe(self) -> str:
@@ -68,7 +68,7 @@ class Card:
     def open(self, device_factory):
         """The device (DeviceError, or the factory's error, if it cannot be used)."""
         if self.simulate_ms is not None:
-            from .devices import SimulatedCard
+            from .simulated_devices import SimulatedCard
             return SimulatedCard(self.simulate_ms)
         return device_factory(self.input_device, self.output_device)
 

@@ -6,7 +6,7 @@ The EchoDevice's microphone hears what it plays, LATENCY_SAMPLES later, in real 
 import sys
 
 from choir_clients.rehearsal import singer
-from choir_clients.rehearsal.devices import EchoDevice
+from choir_clients.rehearsal.simulated_devices import EchoDevice
 
 if __name__ == "__main__":
     latency = int(sys.argv[1])

@@ -9,7 +9,7 @@ from choir_clients.rehearsal.audio import AudioDevice, AudioStream
 from choir_clients.rehearsal.calibration import (LEAD_IN_SECONDS, MAX_LATENCY, Calibration,
                                                  CalibrationError, find_latency, measure_latency,
                                                  test_sweep)
-from choir_clients.rehearsal.devices import EchoDevice, SimulatedCard
+from choir_clients.rehearsal.simulated_devices import EchoDevice, SimulatedCard
 
 from ...support.jack import jack_dummy, run_sounddevice
 

@@ -12,8 +12,9 @@ import pytest
 import soundfile
 
 from choir_clients.rehearsal.audio import AudioStream, StreamStatus
-from choir_clients.rehearsal.devices import (CallbackStop, DeviceError, EchoDevice, FileMicrophone,
-                                             SilentCard, SimulatedCard, SoundDevice)
+from choir_clients.rehearsal.devices import CallbackStop, DeviceError, SoundDevice
+from choir_clients.rehearsal.simulated_devices import (EchoDevice, FileMicrophone, SilentCard,
+                                                       SimulatedCard)
 
 from ...support.jack import jack_dummy, run_sounddevice
 from ...support.paths import ROOT

@@ -17,8 +17,8 @@ from twisted.trial import unittest
 from choir_clients.rehearsal import director, director_options, director_status
 from choir_clients.rehearsal.desk_client import (DeskError, Singer, find_singer, format_gain,
                                                  parse_db)
-from choir_clients.rehearsal.devices import FileMicrophone
 from choir_clients.rehearsal.media import load_track
+from choir_clients.rehearsal.simulated_devices import FileMicrophone
 from choir_protocol.rehearsal.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
 
 from ...support.audio_reference import best_lag, broadband_track, heard_and_sung, mono

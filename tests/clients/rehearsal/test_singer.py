@@ -18,7 +18,7 @@ from twisted.trial import unittest
 
 from choir_clients.config import ConfigError, load_config, save_config
 from choir_clients.rehearsal import singer
-from choir_clients.rehearsal.devices import EchoDevice
+from choir_clients.rehearsal.simulated_devices import EchoDevice
 from choir_clients.rehearsal.singer_cards import Card, store_calibration
 from choir_clients.rehearsal.singer_options import expand_optional_values
 from choir_clients.rehearsal.singer_session import (DeviceUnderrun, Finished, LateChunk,
