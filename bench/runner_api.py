@@ -47,6 +47,7 @@ import tempfile
 import time
 
 import psutil
+from tests.support.ports import free_ports  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -77,13 +78,14 @@ def _seed(data_dir, runners, jobs, base_url, conn):
 
         from choir_protocol.runners import jobs as J
         from choir_protocol.runners.tokens import hash_token
-        from choir_twisted.store.store import Runner, Store
+        from choir_twisted.store.records import RunnerRecord
+        from choir_twisted.store.store import Store
         store = await Store.open(data_dir=data_dir)
         reg = await store.create_registration_token()
         now = time.time()
-        made = [Runner(f"bench-{i:05d}", f"bench-runner-{i}", None, "1.0",
-                       f"ptrt-bench{i:05d}{os.urandom(8).hex()}", reg.token_hash, "127.0.0.1",
-                       None, now) for i in range(runners)]
+        made = [RunnerRecord(f"bench-{i:05d}", f"bench-runner-{i}", None, "1.0",
+                             f"ptrt-bench{i:05d}{os.urandom(8).hex()}", reg.token_hash,
+                             "127.0.0.1", None, now) for i in range(runners)]
 
         def insert(cur):  # register_runner's INSERT, in one transaction for speed
             cur.executemany("INSERT INTO runners (id, name, description, version, "
@@ -513,15 +515,6 @@ def run_sockets(port, tokens, conn):
 
 
 # -- the daemon --------------------------------------------------------------------------------
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def start_daemon(workdir, data_dir, port):

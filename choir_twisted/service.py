@@ -209,6 +209,15 @@ class RoomService(service.Service):
         if self.room.data_dir is not None:
             from .rehearsal.recovery import recover_all
             self.recovered = threads.deferToThread(recover_all, self.room.data_dir)
+            self.recovered.addCallback(self._report_recovered)
+
+    def _report_recovered(self, session_ids):
+        """A recovered session's recording is final now: told as a recorded one is."""
+        if self.room.on_session_recorded is not None:
+            for session_id in session_ids:
+                self.room.on_session_recorded(
+                    os.path.join(self.room.data_dir, "sessions", session_id))
+        return session_ids
 
     def stopService(self):
         super().stopService()
@@ -264,6 +273,8 @@ def makeService(options, clock=reactor) -> service.MultiService:
                                 trusted_proxies=options["trusted-proxy"], limits=limits)
         runners.setName("runners")
         runners.setServiceParent(top)
+        if data_dir is not None:
+            room.on_session_recorded = runners.session_recorded  # publishing starts at its end
         HttpUrlService(runners, options["public-url"]).setServiceParent(top)
         top.runners = runners
     top.room = room

@@ -1,5 +1,6 @@
-"""The ffmpeg side of choir-runner, pure: probe reading, output sizes, ffmpeg-python graphs
-compiled to argument lists, and ``-progress`` parsing. Nothing here runs a process.
+"""The ffmpeg side of choir-runner, pure: output sizes, ffmpeg-python graphs compiled to
+argument lists, and ``-progress`` parsing (ffprobe is read by ``choir_protocol.runners.probes``).
+Nothing here runs a process.
 
 Output conventions follow PeerTube's runner (packages/ffmpeg/src/ffmpeg-vod.ts):
 - web video: MP4, H.264 + AAC, faststart, no metadata, scaled so that the *smaller* side is
@@ -19,6 +20,8 @@ import os
 import attrs
 import ffmpeg
 
+from choir_protocol.runners.probes import MediaInfo, media_info  # noqa: F401 (the runner's API)
+
 VIDEO_CODEC = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 23, "preset": "veryfast"}
 AUDIO_CODEC = {"acodec": "aac", "b:a": "192k"}
 # -nostdin: ffmpeg must not read our terminal; -progress pipe:1 gives key=value blocks on
@@ -30,76 +33,6 @@ HLS_SEGMENT_SECONDS = 4
 
 class MediaError(ValueError):
     """An input that cannot be processed as asked (no video stream, bad probe...)."""
-
-
-@attrs.frozen
-class MediaInfo:
-    width: int | None  # as displayed (rotation applied); None without a video stream
-    height: int | None
-    duration: float | None  # seconds
-    has_audio: bool
-    fps: float | None = None  # the video stream's average frame rate
-    audio_codec: str | None = None  # "aac"...
-    image: bool = False  # a still picture (PNG, JPEG...), not a clip
-
-    @property
-    def has_video(self) -> bool:
-        return self.width is not None
-
-
-def _rotation(stream) -> int:
-    rotate = (stream.get("tags") or {}).get("rotate")
-    for side in stream.get("side_data_list") or ():
-        if "rotation" in side:
-            rotate = side["rotation"]
-    try:
-        return int(float(rotate or 0)) % 360
-    except ValueError:
-        return 0
-
-
-def media_info(probe: dict) -> MediaInfo:
-    """From ``ffprobe -show_format -show_streams -of json`` output. A still image (PNG) is
-    a one-frame video stream, flagged ``image`` (its format is an image demuxer's);
-    attached pictures (cover art in audio files) are not video."""
-    streams = probe.get("streams") or []
-    video = next((s for s in streams if s.get("codec_type") == "video"
-                  and not (s.get("disposition") or {}).get("attached_pic")), None)
-    width = height = None
-    if video is not None and video.get("width") and video.get("height"):
-        width, height = int(video["width"]), int(video["height"])
-        if _rotation(video) in (90, 270):  # ffmpeg autorotates: the output is turned
-            width, height = height, width
-    duration = None
-    for candidate in [(probe.get("format") or {}).get("duration")] + [
-            s.get("duration") for s in streams]:
-        try:
-            duration = float(candidate)
-        except (TypeError, ValueError):
-            continue
-        if duration > 0:
-            break
-        duration = None
-    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
-    format_name = str((probe.get("format") or {}).get("format_name") or "")
-    return MediaInfo(width, height, duration, audio is not None,
-                     fps=_frame_rate(video) if video is not None else None,
-                     audio_codec=audio.get("codec_name") if audio is not None else None,
-                     image=video is not None and (format_name.startswith("image2")
-                                                  or format_name.endswith("_pipe")))
-
-
-def _frame_rate(stream) -> float | None:
-    """avg_frame_rate, else r_frame_rate ("30000/1001"), as PeerTube's getVideoStreamFPS."""
-    for key in ("avg_frame_rate", "r_frame_rate"):
-        num, _, den = str(stream.get(key) or "").partition("/")
-        try:
-            rate = float(num) / float(den or 1)
-        except (ValueError, ZeroDivisionError):
-            continue
-        if rate > 0:
-            return rate
-    return None
 
 
 def probe_args(path: str) -> list:

@@ -19,6 +19,7 @@ import attrs
 from . import jobs as J
 from .hls_codecs import runner_guess, stream_codecs
 from .jobs import JobType, TranscodingSettings
+from .probes import STILL_CODECS, audio_stream, media_info, picture_stream
 
 RECORDING_PRIORITY = J.DEFAULT_PRIORITY
 CHILD_PRIORITY = J.DEFAULT_PRIORITY + 10  # the max-quality renditions of other media first
@@ -49,48 +50,29 @@ class Probe:
         return attrs.asdict(self)
 
 
-_STILL_CODECS = {"mjpeg", "png", "bmp", "gif", "webp", "tiff"}
-
-
-def _rate(text) -> float | None:
-    try:
-        num, _, den = str(text).partition("/")
-        value = float(num) / float(den or 1)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return value if value > 0 else None
-
-
 def probe_from_ffprobe(info: dict) -> Probe:
-    """Reduces ``ffmpeg.probe()``'s answer; raises NotMedia for anything not publishable.
+    """Reduces ``ffmpeg.probe()``'s answer (``probes.media_info``: the runner's reading,
+    rotation included); raises NotMedia for anything not publishable.
 
-    Cover art in an audio file (an attached picture) is not a video stream."""
-    streams = info.get("streams") or []
-    fmt = info.get("format") or {}
-    video = [s for s in streams if s.get("codec_type") == "video"
-             and not (s.get("disposition") or {}).get("attached_pic")
-             and s.get("codec_name") not in _STILL_CODECS]
-    audio = [s for s in streams if s.get("codec_type") == "audio"]
-    if not video and not audio:
+    Cover art in an audio file (an attached picture) and a still picture are not video."""
+    reduced = media_info(info)
+    video = picture_stream(info)
+    if video is not None and (reduced.image or video.get("codec_name") in STILL_CODECS):
+        video = None
+    audio = audio_stream(info)
+    if video is None and audio is None:
         raise NotMedia("the file has no audio or video stream")
-    try:
-        duration = float(fmt.get("duration") or (video or audio)[0].get("duration") or 0)
-    except ValueError:
-        duration = 0.0
-    if duration <= 0:
+    if reduced.duration is None:
         raise NotMedia("the file has no duration (a still image, or an empty stream?)")
-    if not video:
-        return Probe(duration, has_audio=True, format=fmt.get("format_name", ""),
-                     codecs=stream_codecs(None, audio[0]))
-    v = video[0]
-    width, height = int(v.get("width") or 0), int(v.get("height") or 0)
-    if width <= 0 or height <= 0:
+    format_name = (info.get("format") or {}).get("format_name", "")
+    if video is None:
+        return Probe(reduced.duration, has_audio=True, format=format_name,
+                     codecs=stream_codecs(None, audio))
+    if not reduced.has_video:
         raise NotMedia("the video stream has no picture size")
-    if int((v.get("tags") or {}).get("rotate", 0) or 0) % 180 == 90:
-        width, height = height, width
-    fps = _rate(v.get("avg_frame_rate")) or _rate(v.get("r_frame_rate")) or 25.0
-    return Probe(duration, width, height, round(fps, 3), bool(audio), fmt.get("format_name", ""),
-                 stream_codecs(v, audio[0] if audio else None))
+    return Probe(reduced.duration, reduced.width, reduced.height,
+                 round(reduced.fps or 25.0, 3), audio is not None, format_name,
+                 stream_codecs(video, audio))
 
 
 # -- the plan -----------------------------------------------------------------------------------

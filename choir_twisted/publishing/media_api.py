@@ -18,13 +18,12 @@ stays signed. A link opens the files of one media until it expires (``LINK_TTL``
 a bad or expired one is a 403. Refusals are application/problem+json, as in the runner API;
 an upload's token is checked before its body is stored (``upload_gate``).
 """
-import functools
 import os
 import re
 import tempfile
 
 from klein import Klein
-from twisted.internet import defer, threads
+from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.web import static
 
@@ -33,9 +32,10 @@ from choir_protocol.runners import studio as S
 from choir_protocol.runners.jobs import JobError
 from choir_protocol.runners.signed_links import LinkError
 
-from ..runners.api import (PARTIAL_UPLOAD_PREFIX, MultipartError, _content_type, _is_multipart,
-                           _json, _json_body, _problem, bad_request, bearer_token, parse_multipart,
-                           too_large)
+from ..runners.answers import (bad_request, bearer_token, content_type, is_multipart, json_answer,
+                               json_body, problems, too_large)
+from ..runners.multipart import MultipartError, parse_multipart
+from ..runners.results import PARTIAL_UPLOAD_PREFIX
 from ..runners.upload_gate import opens_media_api, unauthorized
 from .media_errors import not_media_reason
 from .media_links import MediaLinks
@@ -57,27 +57,6 @@ def bad_link(error: LinkError) -> JobError:
 
 def unknown_media(media_id) -> JobError:
     return JobError("unknown_media", 404, f"no media {media_id}")
-
-
-def _problems(fn):
-    @functools.wraps(fn)
-    async def wrapper(self, request, *args, **kw):
-        request.setHeader(b"access-control-allow-origin", b"*")
-        request.setHeader(b"x-content-type-options", b"nosniff")  # a file is never a page
-        try:
-            if getattr(request, "body_too_large", False):
-                raise too_large(getattr(request, "max_body", self.max_upload_bytes))
-            return await fn(self, request, *args, **kw)
-        except JobError as e:
-            return None if request.startedWriting else _problem(request, e)
-        except Exception as e:
-            if isinstance(e, defer.CancelledError) and getattr(request, "_disconnected", False):
-                return None  # the client hung up and Klein cancelled us: nobody to answer
-            log.failure("Media API {path} failed", path=request.path)
-            if request.startedWriting:
-                return None
-            return _problem(request, JobError("internal_error", 500, "internal server error"))
-    return wrapper
 
 
 def _servable_ranges(leaf, ranges: bytes) -> bool:
@@ -116,6 +95,13 @@ class MediaAPI:
     def resource(self):
         return self.app.resource()
 
+    def check_request(self, request):
+        """``problems``' check, and the headers of every answer."""
+        request.setHeader(b"access-control-allow-origin", b"*")
+        request.setHeader(b"x-content-type-options", b"nosniff")  # a file is never a page
+        if getattr(request, "body_too_large", False):
+            raise too_large(getattr(request, "max_body", self.max_upload_bytes))
+
     async def _authorize(self, request):
         token = bearer_token(request)
         if token is None or not await self._valid(token):
@@ -132,10 +118,10 @@ class MediaAPI:
                                 file_link=self.links.segment(media.id))
 
     @app.route(PREFIX, methods=["POST"])
-    @_problems
+    @problems
     async def upload(self, request):
         await self._authorize(request)  # again: upload_gate checked it before the body
-        if not _is_multipart(request):
+        if not is_multipart(request):
             raise bad_request("upload with multipart/form-data: a 'file' part, "
                               "optional 'name' and 'webhook' fields")
         uploads = os.path.join(self.files_dir, "uploads")
@@ -154,7 +140,7 @@ class MediaAPI:
         def receive():
             request.content.seek(0)
             try:
-                return parse_multipart(request.content, _content_type(request), open_file)
+                return parse_multipart(request.content, content_type(request), open_file)
             finally:
                 if "file" in sink:
                     sink["file"].close()
@@ -176,34 +162,34 @@ class MediaAPI:
         finally:
             if "file" in sink and os.path.exists(sink["file"].name):
                 os.unlink(sink["file"].name)
-        return _json(request, await self._describe(media), 201)
+        return json_answer(request, await self._describe(media), 201)
 
     @app.route(PREFIX, methods=["GET"])
-    @_problems
+    @problems
     async def list_media(self, request):
         await self._authorize(request)
         media = await self.store.list_media()
-        return _json(request, {"total": len(media),
+        return json_answer(request, {"total": len(media),
                                "data": [await self._describe(m) for m in media]})
 
     @app.route(PREFIX + "/<string:media_id>", methods=["GET"])
-    @_problems
+    @problems
     async def show(self, request, media_id):
         await self._authorize(request)  # its JSON has signed links to every file
         media = await self.store.get_media(media_id)
         if media is None:
             raise unknown_media(media_id)
-        return _json(request, await self._describe(media))
+        return json_answer(request, await self._describe(media))
 
     @app.route(PREFIX + "/<string:media_id>/files/<path:name>", methods=["GET", "HEAD"])
-    @_problems
+    @problems
     async def download(self, request, media_id, name):
         await self._authorize(request)
         return await self._serve(request, media_id, name)
 
     @app.route(PREFIX + "/<string:media_id>/signed/<string:expires>/<string:sig>/files/"
                         "<path:name>", methods=["GET", "HEAD"])
-    @_problems
+    @problems
     async def signed_download(self, request, media_id, expires, sig, name):
         try:
             self.links.check(media_id, expires, sig)
@@ -228,7 +214,7 @@ class MediaAPI:
         return leaf  # static.File streams it, with HEAD and Range
 
     @app.route(PREFIX + "/<string:media_id>/studio/edit", methods=["POST"])
-    @_problems
+    @problems
     async def studio_edit(self, request, media_id):
         await self._authorize(request)
         media = await self.store.get_media(media_id)
@@ -236,11 +222,11 @@ class MediaAPI:
             raise unknown_media(media_id)
         uploads = {}
         try:
-            if _is_multipart(request):
+            if is_multipart(request):
                 fields = await self._receive_task_files(request, uploads)
                 raw = S.tasks_from_form(fields, uploads)
             else:
-                raw = _json_body(request).get("tasks")
+                raw = json_body(request).get("tasks")
             await edit_media(self.store, self.files_dir, media, raw, uploads, move=True)
         except S.StudioError as e:
             raise JobError("bad_studio_edit", 400,
@@ -253,7 +239,7 @@ class MediaAPI:
                 if os.path.exists(path):
                     os.unlink(path)
         self.publisher.hub.notify_available_jobs()
-        return _json(request, await self._describe(media), 201)
+        return json_answer(request, await self._describe(media), 201)
 
     async def _receive_task_files(self, request, uploads) -> dict:
         """The form's fields; its file parts into ``uploads`` {field: (temp path, filename)}."""
@@ -272,7 +258,7 @@ class MediaAPI:
         def receive():
             request.content.seek(0)
             try:
-                return parse_multipart(request.content, _content_type(request), open_file)[0]
+                return parse_multipart(request.content, content_type(request), open_file)[0]
             finally:
                 for sink in sinks.values():
                     sink.close()

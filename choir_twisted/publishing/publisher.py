@@ -1,10 +1,11 @@
 """Publishing: recordings and uploads become transcoding jobs; ended media get their HLS
 master playlist and their webhook.
 
-* A session whose recording is complete (session.json: ended, tracks ready or failed) is
-  found by a scan of ``sessions/`` (every few seconds, and at start, so sessions that ended
-  while the runner side was down are not forgotten). Its media is keyed by its mix's path,
-  so a session is published once, whatever restarts.
+* A session is published when its recording is final (session.json: ended, tracks ready
+  or failed): the room says so (``Room.on_session_recorded`` -> ``session_recorded``), and
+  so does the recovery of an interrupted one at start. Only at start is ``sessions/``
+  scanned, for the sessions that ended while the daemon or its runner side was down. Its
+  media is keyed by its mix's path, so a session is published once, whatever restarts.
 * ``submit_media`` (the HTTP upload and ``choir-admin media submit`` share it) probes a
   file with ffmpeg-python, refuses what is not media, stores it under ``media/<id>/`` and
   creates its jobs. Audio gets a cover, as a recording does.
@@ -173,39 +174,71 @@ class Publisher:
         self.agent = agent or Agent(reactor, connectTimeout=WEBHOOK_TIMEOUT)
         self.retry_delays = tuple(retry_delays)
         self._seen = set()  # session ids published, or never to be
-        self._retry = {}  # session id -> (when to try again, the delay after that)
+        self._publishing = set()  # session ids being published
+        self._retry = {}  # session id -> the DelayedCall of its next try
+        self._delays = {}  # session id -> the delay before its next try, should it fail
         self._sending = set()
         self._ending = set()  # media being finished (one at a time each)
 
     # -- recordings --
 
+    def session_recorded(self, directory):
+        """The room's ``on_session_recorded`` (and the recovery's, at start): publishes the
+        session in ``directory``, once; a failure is tried again later, with backoff.
+        -> Deferred (its Media, or None)."""
+        d = defer.ensureDeferred(self._publish_session(os.path.basename(directory)))
+        d.addErrback(lambda f: log.failure("Publishing session {dir}", f, dir=directory))
+        return d
+
     async def scan_sessions(self):
+        """At start: the sessions recorded but not yet published (the daemon, or its runner
+        side, was down when they ended). -> [Media] published."""
         if self.sessions_dir is None or not os.path.isdir(self.sessions_dir):
             return []
         published = []
         for session_id in sorted(set(os.listdir(self.sessions_dir)) - self._seen):
-            directory = os.path.join(self.sessions_dir, session_id)
-            summary = _read_summary(directory)
-            if summary is None or summary.get("state") in (None, "recording") \
-                    or summary.get("tracks") not in ("ready", "failed"):
-                continue  # still recording or converting: next scan
-            now = self.reactor.seconds()
-            when, delay = self._retry.get(session_id, (now, PUBLISH_RETRY_FIRST))
-            if now < when:
-                continue
-            try:
-                media = await self.publish_recording(directory, summary)
-            except Exception as e:  # a locked database, a full disk: try again later
-                self._retry[session_id] = (now + delay, min(delay * 2, PUBLISH_RETRY_MAX))
-                log.warn("Session {id} could not be published ({error}): trying again in "
-                         "{delay:.0f} s", id=session_id, error=f"{type(e).__name__}: {e}",
-                         delay=delay)
-                continue
-            self._retry.pop(session_id, None)
-            self._seen.add(session_id)
+            media = await self._publish_session(session_id)
             if media is not None:
                 published.append(media)
         return published
+
+    def stop(self):
+        """Cancels the retries still to come."""
+        for call in self._retry.values():
+            if call.active():
+                call.cancel()
+        self._retry.clear()
+
+    async def _publish_session(self, session_id):
+        if self.sessions_dir is None or session_id in self._seen \
+                or session_id in self._publishing or session_id in self._retry:
+            return None
+        directory = os.path.join(self.sessions_dir, session_id)
+        summary = _read_summary(directory)
+        if summary is None or summary.get("state") in (None, "recording") \
+                or summary.get("tracks") not in ("ready", "failed"):
+            return None  # not final: its end (or the recovery at the next start) tells us
+        self._publishing.add(session_id)
+        try:
+            media = await self.publish_recording(directory, summary)
+        except Exception as e:  # a locked database, a full disk: try again later
+            delay = self._delays.get(session_id, PUBLISH_RETRY_FIRST)
+            self._delays[session_id] = min(delay * 2, PUBLISH_RETRY_MAX)
+            self._retry[session_id] = self.reactor.callLater(
+                delay, self._try_again, session_id)
+            log.warn("Session {id} could not be published ({error}): trying again in "
+                     "{delay:.0f} s", id=session_id, error=f"{type(e).__name__}: {e}",
+                     delay=delay)
+            return None
+        finally:
+            self._publishing.discard(session_id)
+        self._delays.pop(session_id, None)
+        self._seen.add(session_id)
+        return media
+
+    def _try_again(self, session_id):
+        del self._retry[session_id]
+        self.session_recorded(os.path.join(self.sessions_dir, session_id))
 
     async def publish_recording(self, directory, summary):
         mix = os.path.join(directory, "mix.flac")
@@ -283,11 +316,8 @@ class Publisher:
         with open(path + ".tmp", "w") as f:
             f.write(P.master_playlist(variants))
         os.replace(path + ".tmp", path)
-        for f in await self.store.media_files(media_id, "output"):
-            if f.name == P.MASTER_PLAYLIST:
-                await self.store.delete_media_file(f.id)
-        await self.store.add_media_file(media_id, "output", P.MASTER_PLAYLIST, path,
-                                        os.path.getsize(path))
+        await self.store.replace_media_file(media_id, "output", P.MASTER_PLAYLIST, path,
+                                            os.path.getsize(path))
 
     async def catch_up(self):
         """At start: media whose last job ended while we were down, and webhooks not yet

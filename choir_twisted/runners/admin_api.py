@@ -36,7 +36,8 @@ from choir_protocol.runners.urls import absolute_payload
 
 from ..store.operator import JOB_SORTS, REGISTRATION_TOKEN_SORTS, RUNNER_SORTS
 from ..store.store import StaleJob
-from .api import MAX_JSON_BYTES, _json, _no_content, _problems, bad_request, bearer_token, too_large
+from .answers import (MAX_JSON_BYTES, bad_request, bearer_token, json_answer, no_content, problems,
+                      too_large)
 
 log = Logger()
 
@@ -80,7 +81,7 @@ def _admin(fn):
     async def authorized(self, request, *args, **kw):
         await self._authorize(request)
         return await fn(self, request, *args, **kw)
-    return _problems(authorized)
+    return problems(authorized)
 
 
 # -- query parameters --------------------------------------------------------------------
@@ -207,7 +208,7 @@ class AdminAPI:
     def now(self) -> float:
         return self.clock.seconds()
 
-    def _check_size(self, request):  # for runner_api's _problems: our bodies are small
+    def check_request(self, request):  # for ``problems``: our bodies are small
         if getattr(request, "body_too_large", False):
             raise too_large(getattr(request, "max_body", MAX_JSON_BYTES))
 
@@ -228,7 +229,7 @@ class AdminAPI:
     @_admin
     async def list_runners(self, request):
         page = await self.store.runners_page(**_page(request, RUNNER_SORTS))
-        return _json(request, {"total": page.total, "data": [runner_wire(r) for r in page.items]})
+        return json_answer(request, {"total": page.total, "data": [runner_wire(r) for r in page.items]})
 
     async def _hang_up_removed(self):
         """A removed runner's socket.io connection goes too: it must hear of no more jobs."""
@@ -245,7 +246,7 @@ class AdminAPI:
         await self._hang_up_removed()
         if requeued:
             self.hub.notify_available_jobs()
-        return _no_content(request)
+        return no_content(request)
 
     # -- registration tokens --
 
@@ -256,7 +257,7 @@ class AdminAPI:
         page = await self.store.registration_tokens_page(
             **_page(request, REGISTRATION_TOKEN_SORTS),
             include_revoked=_flag(request, "includeRevoked"))
-        return _json(request, {"total": page.total, "data": [
+        return json_answer(request, {"total": page.total, "data": [
             registration_token_wire(t, n) for t, n in page.items]})
 
     @app.route(PREFIX + "/registration-tokens/generate", methods=["POST"])
@@ -266,7 +267,7 @@ class AdminAPI:
         request.setHeader(b"x-registration-token-id", token.id.encode())
         request.setHeader(b"x-registration-token", token.token.encode())  # shown once
         request.setHeader(b"cache-control", b"no-store")
-        return _no_content(request)
+        return no_content(request)
 
     @app.route(PREFIX + "/registration-tokens/<string:token_id>", methods=["DELETE"])
     @_admin
@@ -280,7 +281,7 @@ class AdminAPI:
         await self._hang_up_removed()
         if requeued:
             self.hub.notify_available_jobs()
-        return _no_content(request)
+        return no_content(request)
 
     @app.route(PREFIX + "/registration-tokens/<string:token_id>/revoke", methods=["POST"])
     @_admin
@@ -291,7 +292,7 @@ class AdminAPI:
         if not revoked:
             raise JobError("registration_token_revoked", 409,
                            f"registration token {token_id} is already revoked")
-        return _no_content(request)
+        return no_content(request)
 
     # -- jobs --
 
@@ -305,7 +306,7 @@ class AdminAPI:
         runners = await self.store.runners_by_id(j.runner_id for j in page.items)
         parents = await self.store.jobs_by_uuid(j.parent_uuid for j in page.items)
         base = self.base_url(request)
-        return _json(request, {"total": page.total, "data": [
+        return json_answer(request, {"total": page.total, "data": [
             job_wire(j, base, runners, parents) for j in page.items]})
 
     async def _job(self, uuid):
@@ -331,7 +332,7 @@ class AdminAPI:
         tr = await self._cancel(await self._job(uuid))
         log.info("Operator cancelled job {uuid} (was {state})", uuid=uuid,
                  state=tr.previous_state.label)
-        return _no_content(request)
+        return no_content(request)
 
     @app.route(PREFIX + "/jobs/<string:uuid>", methods=["DELETE"])
     @_admin
@@ -341,7 +342,7 @@ class AdminAPI:
             await self._cancel(job)
         await self.store.delete_job(uuid)  # its children go with it (ON DELETE CASCADE)
         log.info("Operator deleted job {uuid}", uuid=uuid)
-        return _no_content(request)
+        return no_content(request)
 
     # -- anything else under the prefix: a problem, not Klein's HTML page --
 

@@ -22,13 +22,13 @@ from ..publishing.media_links import MediaLinks
 from ..publishing.publisher import Publisher
 from ..store.store import StaleJob, Store
 from .admin_api import AdminAPI
-from .api import DEFAULT_MAX_UPLOAD_BYTES, PARTIAL_UPLOAD_PREFIX, RunnerAPI
+from .api import DEFAULT_MAX_UPLOAD_BYTES, RunnerAPI
 from .notifications import NotificationHub
+from .results import PARTIAL_UPLOAD_PREFIX
 
 WATCHDOG_SECONDS = 10.0
 FEED_SECONDS = 0.5  # the change feed is read at least this often
 FEED_CHECK_SECONDS = 0.01  # and as soon as the store's data version shows a commit
-SESSIONS_SECONDS = 5.0
 
 
 def remove_partial_uploads(data_dir) -> int:
@@ -65,7 +65,7 @@ class RunnerService(service.Service):
         self.endpoint = endpoint
         self.data_dir = data_dir
         self.clock = clock
-        self.store = self.hub = self.api = self.port = None
+        self.store = self.hub = self.api = self.port = self.publisher = None
         self._seq = 0
         self._loops = []
 
@@ -111,15 +111,22 @@ class RunnerService(service.Service):
 
     async def _run(self):
         self._seq = await self.store.last_event()
-        for seconds, work, now in ((self.watchdog_interval, self._watchdog, False),
-                                   (FEED_CHECK_SECONDS, self._watch_feed, False),
-                                   (SESSIONS_SECONDS, self.publisher.scan_sessions, True)):
+        for seconds, work in ((self.watchdog_interval, self._watchdog),
+                              (FEED_CHECK_SECONDS, self._watch_feed)):
             loop = task.LoopingCall(self._guarded, work)
             loop.clock = self.reactor
-            loop.start(seconds, now=now)
+            loop.start(seconds, now=False)
             self._loops.append(loop)
-        # what ended, or failed to be told, while the daemon was down
+        # what was recorded, ended, or failed to be told, while the daemon was down; what
+        # is recorded from now on, the room tells (``session_recorded``)
+        self._guarded(self.publisher.scan_sessions)
         self._guarded(self.publisher.catch_up)
+
+    def session_recorded(self, directory):
+        """The room's ``on_session_recorded``: the session published (``Publisher``). One
+        that ends before the service has started is found by its start-up scan."""
+        if self.publisher is not None:
+            self.publisher.session_recorded(directory)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -129,6 +136,8 @@ class RunnerService(service.Service):
                 loop.stop()
         if self.port is not None:
             yield self.port.stopListening()
+        if self.publisher is not None:
+            self.publisher.stop()
         if self.hub is not None:
             self.hub.stop()
         if self.store is not None:

@@ -41,12 +41,13 @@ from twisted.web import http, server
 
 from choir_protocol.runners.jobs import JobError
 
+from .answers import (MAX_JSON_BYTES, bad_request, bearer_token, content_type, is_multipart,
+                      too_large)
 from .multipart import MultipartError, leading_fields, multipart_boundary
 
 log = Logger()
 
 DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024 ** 3  # 8 GiB
-MAX_JSON_BYTES = 1024 ** 2  # every body but an upload
 SMALL_BODY = MAX_JSON_BYTES  # a runner's body this small, of known length, is left to the route
 MAX_UPLOADS_PER_TOKEN = 4
 MAX_HELD_BYTES = 256 * 1024  # the start of a runner's body, held until its tokens are checked
@@ -57,14 +58,6 @@ _RUNNER_UPLOAD = re.compile(rb"/api/v1/runners/jobs/([^/]+)/(?:success|update)")
 _MEDIA_UPLOAD = re.compile(rb"/api/v1/media/?|/api/v1/media/[^/]+/studio/edit")
 
 
-def bad_request(detail: str) -> JobError:
-    return JobError("bad_request", 400, detail)
-
-
-def too_large(limit: int) -> JobError:
-    return JobError("payload_too_large", 413, f"request body larger than {limit} bytes")
-
-
 def unauthorized() -> JobError:
     return JobError("unauthorized", 401, "a valid API token is required "
                                          "(Authorization: Bearer TOKEN; choir-admin api-tokens create)")
@@ -73,14 +66,6 @@ def unauthorized() -> JobError:
 def too_many_uploads(limit: int) -> JobError:
     return JobError("too_many_uploads", 429, f"this token has {limit} uploads under way "
                                              f"already; send the next when one has ended")
-
-
-def bearer_token(request) -> str | None:
-    """The token of an ``Authorization: Bearer TOKEN`` header, or None."""
-    value = request.getHeader(b"authorization") or b""
-    value = value.decode("latin-1") if isinstance(value, bytes) else value
-    scheme, _, token = value.strip().partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 async def opens_media_api(store, token) -> bool:
@@ -178,7 +163,7 @@ class LimitedRequest(server.Request):
         kind, uuid = upload_route(method, path)
         if kind is None and not _is_upload_path(path):
             self.max_body = min(self.max_body, MAX_JSON_BYTES)
-        multipart = _content_type(self).split(";")[0].strip().lower() == "multipart/form-data"
+        multipart = is_multipart(self)
         if kind == "runner" and not multipart:
             self.max_body = min(self.max_body, MAX_JSON_BYTES)  # a JSON update or success
         if length is not None and length > self.max_body:
@@ -199,7 +184,7 @@ class LimitedRequest(server.Request):
             self._check(self.gate.media(bearer_token(self)))
             return
         try:
-            self._boundary = multipart_boundary(_content_type(self))
+            self._boundary = multipart_boundary(content_type(self))
         except MultipartError as e:
             self._refuse(bad_request(f"bad multipart body: {e}"))
             return
@@ -333,7 +318,3 @@ class LimitedRequest(server.Request):
 def _is_upload_path(path: bytes) -> bool:
     path = path.split(b"?")[0]
     return bool(_RUNNER_UPLOAD.fullmatch(path) or _MEDIA_UPLOAD.fullmatch(path))
-
-
-def _content_type(request) -> str:
-    return (request.getHeader(b"content-type") or b"").decode("latin-1")

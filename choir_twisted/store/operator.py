@@ -13,8 +13,6 @@ import uuid as uuidlib
 import attrs
 from twisted.internet import defer
 
-from choir_protocol.runners import jobs as J
-from choir_protocol.runners.jobs import JobState
 from choir_protocol.runners.tokens import hash_token
 
 from .records import JOB_SELECT, RegistrationToken, job_from_row, runner_from_row
@@ -124,7 +122,7 @@ class OperatorQueries:
         return self._interact(go)
 
     def runners_by_id(self, ids):
-        """-> {id: Runner} of those that exist."""
+        """-> {id: RunnerRecord} of those that exist."""
         ids = sorted(set(i for i in ids if i is not None))
         if not ids:
             return defer.succeed({})
@@ -158,17 +156,6 @@ class OperatorQueries:
             return self._x(cur, "UPDATE registration_tokens SET revoked = 1 "
                                 "WHERE id = ? AND revoked = 0", (token_id,)).rowcount == 1
         return self._interact(go)
-
-    def _remove_runner(self, cur, runner_id, now) -> int:
-        """Deletes a runner; its processing jobs go back to pending. -> how many did."""
-        rows = self._x(cur, JOB_SELECT + " WHERE runner_id = ? AND state = ?",
-                       (runner_id, int(JobState.PROCESSING))).fetchall()
-        for row in rows:
-            tr = J.abort(job_from_row(row), now)
-            self._save(cur, tr.job, tr.previous_state, now)
-        self._x(cur, "UPDATE jobs SET runner_id = NULL WHERE runner_id = ?", (runner_id,))
-        self._x(cur, "DELETE FROM runners WHERE id = ?", (runner_id,))
-        return len(rows)
 
     def remove_runner(self, runner_id, now=None):
         """-> how many of its jobs went back to pending; None: no such runner."""

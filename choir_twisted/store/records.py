@@ -37,7 +37,7 @@ class ApiToken:
 
 
 @attrs.frozen
-class Runner:
+class RunnerRecord:
     id: str
     name: str
     description: str | None
@@ -53,9 +53,9 @@ RUNNER_SELECT = ("SELECT id, name, description, version, registration_token_hash
                  "last_contact, created_at FROM runners")
 
 
-def runner_from_row(row) -> Runner:
+def runner_from_row(row) -> RunnerRecord:
     i, name, description, version, registered_with, ip, contact, created = row
-    return Runner(i, name, description, version, None, registered_with, ip, contact, created)
+    return RunnerRecord(i, name, description, version, None, registered_with, ip, contact, created)
 
 
 @attrs.frozen

@@ -485,7 +485,7 @@ class PublishRetryTest(unittest.TestCase):
         data = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, data, True)
         sessions = os.path.join(data, "sessions")
-        make_session(sessions)
+        session = make_session(sessions)
         store = await Store.open(data_dir=data)
         self.addCleanup(store.close)
         clock = Clock()
@@ -500,18 +500,19 @@ class PublishRetryTest(unittest.TestCase):
             return real(*args, **kw)
         store.publish_media = locked
 
-        self.assertEqual(await publisher.scan_sessions(), [])  # fails: tried again later
+        self.assertIsNone(await publisher.session_recorded(session))  # fails: tried later
         self.assertEqual(await publisher.scan_sessions(), [])  # not yet: backing off
         self.assertEqual(len(failures), 1)
-        clock.advance(PUBLISH_RETRY_FIRST)
-        self.assertEqual(await publisher.scan_sessions(), [])  # fails again
-        clock.advance(PUBLISH_RETRY_FIRST)
-        self.assertEqual(await publisher.scan_sessions(), [])  # the delay doubled
-        clock.advance(PUBLISH_RETRY_FIRST)
-        (media,) = await publisher.scan_sessions()
+        clock.advance(PUBLISH_RETRY_FIRST)  # tried again, fails again
+        await until(lambda: len(failures) == 2 and clock.getDelayedCalls(), what="2nd try")
+        clock.advance(PUBLISH_RETRY_FIRST)  # the delay doubled: not yet
+        self.assertEqual(len(failures), 2)
+        clock.advance(PUBLISH_RETRY_FIRST)  # tried a third time: published
+        (media,) = await until_value(store.list_media, bool)
         self.assertEqual(media.kind, "recording")
         self.assertEqual(len(await store.media_jobs(media.id)), 4)
-        self.assertEqual(await publisher.scan_sessions(), [])  # published once
+        self.assertIsNone(await publisher.session_recorded(session))  # published once
+        self.assertEqual(await publisher.scan_sessions(), [])
 
 
 class BareReceiver(protocol.Protocol):
