@@ -70,9 +70,9 @@ class FullDiskTest(unittest.TestCase):
         self.assertTrue(director.refused)
         self.assertIn("the recording stopped (No space left on device)", director.refusal)
         self.assertLess(len(director.mix), len(track) // FRAMES_PER_CHUNK)
-        log = open(log_file).read()
-        self.assertIn("stopped: No space left on device", log)
-        self.assertIn("ended (incomplete)", log)
+        # the daemon logs the session's end once the director is gone: wait for the line
+        await until(lambda: "ended (incomplete)" in open(log_file).read(), what="the end logged")
+        self.assertIn("stopped: No space left on device", open(log_file).read())
 
         started = time.monotonic()
         daemon.stop()
