@@ -82,12 +82,6 @@ class Voice:
     def active(self) -> bool:
         return self.state is VoiceState.ACTIVE
 
-    def summary(self) -> dict:
-        return {"name": self.name, "group": self.group, "state": self.state.value,
-                "row": self.row, "gain": self.gain, "chunks": self.delivered,
-                "late": self.late, "missing": self.missing, "left_at": self.left_at,
-                "reason": self.reason}
-
 
 @attrs.frozen(eq=False)
 class MixBlock:

@@ -34,6 +34,7 @@ from choir_protocol.rehearsal.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
 from choir_protocol.runners import jobs as J
 from choir_protocol.runners import publishing as P
 
+from ..rehearsal.summary_file import read_summary
 from .covers import fit_cover, make_cover
 
 log = Logger()
@@ -112,19 +113,19 @@ def _session_title(summary, choir_name, with_id=True):
     20261203-143012-1)". The session id tells apart two sessions of one minute, and names
     the folder of its recordings. ``with_id=False``: the cover's title (its subtitle has
     the id), short enough for large letters."""
-    session_id = str(summary.get("id") or "")
+    session_id = str(summary.id or "")
     try:
-        started = datetime.datetime.fromisoformat(summary["started"]).astimezone()
-    except (KeyError, TypeError, ValueError):
+        started = datetime.datetime.fromisoformat(summary.started).astimezone()
+    except (TypeError, ValueError):
         return f"{choir_name}, session {session_id}" if session_id else choir_name
     when = started.strftime("%d %B %Y, %H:%M")
     return f"{choir_name}, {when}" + (f" (session {session_id})" if session_id and with_id else "")
 
 
 def _session_subtitle(summary):
-    seconds = summary.get("mix_chunks", 0) * FRAMES_PER_CHUNK / SAMPLE_RATE
-    singers = len(summary.get("singers") or [])
-    session = f" · session {summary['id']}" if summary.get("id") and summary.get("started") else ""
+    seconds = summary.mix_chunks * FRAMES_PER_CHUNK / SAMPLE_RATE
+    singers = len(summary.singers)
+    session = f" · session {summary.id}" if summary.id and summary.started else ""
     return f"{singers} singer{'s' * (singers != 1)} · {_duration_text(seconds)}{session}"
 
 
@@ -215,8 +216,7 @@ class Publisher:
             return None
         directory = os.path.join(self.sessions_dir, session_id)
         summary = _read_summary(directory)
-        if summary is None or summary.get("state") in (None, "recording") \
-                or summary.get("tracks") not in ("ready", "failed"):
+        if summary is None or not summary.publishable:
             return None  # not final: its end (or the recovery at the next start) tells us
         self._publishing.add(session_id)
         try:
@@ -242,10 +242,10 @@ class Publisher:
 
     async def publish_recording(self, directory, summary):
         mix = os.path.join(directory, "mix.flac")
-        seconds = summary.get("mix_chunks", 0) * FRAMES_PER_CHUNK / SAMPLE_RATE
+        seconds = summary.mix_chunks * FRAMES_PER_CHUNK / SAMPLE_RATE
         if not os.path.exists(mix) or seconds < MIN_RECORDING_SECONDS:
             log.info("Session {id}: no recording to publish ({seconds:.1f} s)",
-                     id=summary.get("id"), seconds=seconds)
+                     id=summary.id, seconds=seconds)
             return None
         if await self.store.media_by_path(mix) is not None:
             return None
@@ -253,7 +253,7 @@ class Publisher:
         cover = self.cover or await threads.deferToThread(
             make_cover, mix, os.path.join(directory, "cover.png"),
             _session_title(summary, self.choir_name, with_id=False), _session_subtitle(summary))
-        tracks = [os.path.join(directory, n) for n in summary.get("files", []) if n != "mix.flac"]
+        tracks = [os.path.join(directory, n) for n in summary.files or () if n != "mix.flac"]
         media_id = str(uuidlib.uuid4())
         preview = await threads.deferToThread(audio_merge_preview, self.files_dir, media_id,
                                               cover, self.settings)
@@ -262,7 +262,7 @@ class Publisher:
             P.recording_jobs(media_id, mix, preview, self.settings), media_id=media_id)
         self.hub.notify_available_jobs()
         log.info("Session {id} published as media {media}: {n} jobs",
-                 id=summary.get("id"), media=media.id, n=len(transitions))
+                 id=summary.id, media=media.id, n=len(transitions))
         return media
 
     # -- uploads --
@@ -411,8 +411,8 @@ class _Discard(protocol.Protocol):
 
 
 def _read_summary(directory):
+    """The session's SessionSummary, or None while there is none to read."""
     try:
-        with open(os.path.join(directory, "session.json")) as f:
-            return json.load(f)
+        return read_summary(directory)
     except (OSError, ValueError):
         return None

@@ -128,7 +128,6 @@ class SingerProtocol(_RehearsalProtocol):
     def __init__(self, room, other_port=None):
         super().__init__(room, other_port)
         self.conn = SingerServerConnection()
-        self.gain = 1.0
         self.output = None
         self.last_received = self.last_sent = room.clock.seconds()
         self.joined = False
@@ -138,6 +137,15 @@ class SingerProtocol(_RehearsalProtocol):
     def connectionMade(self):
         super().connectionMade()
         self.output = output_for(self.transport, SINGER_BACKLOG_LIMIT)
+
+    def invite(self) -> None:
+        """A session is offered: chunk 0 is on its way."""
+        self.conn.invite()
+        self.start_polling()
+
+    def session_over(self) -> None:
+        self.conn.end_session()
+        self.stop_polling()
 
     # In a session the room reads each singer once per tick. A plain TCP socket is
     # then read directly (``poll``), out of the reactor's sight; other transports
@@ -175,7 +183,7 @@ class SingerProtocol(_RehearsalProtocol):
         self.output.write(data)
         self.last_sent = self.room.clock.seconds()
 
-    def _refuse_singer(self, reason: str) -> None:
+    def refuse(self, reason: str) -> None:
         """A full room (or address): our singer client is told why (-4) and stops; a
         1.1.3 singer, which knows no refusal, is closed on as by the 1.1.3 server."""
         if claimed_role(self.header) != "singer":
@@ -203,9 +211,7 @@ class SingerProtocol(_RehearsalProtocol):
                 elif kind is Authenticated:
                     if not self._authenticated(event.header):
                         return
-                    refused = room.singer_joined(self)
-                    if refused:
-                        self._refuse_singer(refused)
+                    if not room.singer_joined(self):  # refused: no seat
                         return
                     self.joined = True
         except ProtocolError as e:

@@ -9,19 +9,21 @@ daemon killed mid-session loses at most the last second or two.
 The reactor only ever puts items on a queue bounded in bytes: a disk that cannot
 keep up loses recording (counted in session.json), never the live session.
 """
-import json
 import os
 import queue
 import re
 import threading
 import time
 
+import attrs
 import numpy as np
 import soundfile
 from twisted.logger import Logger
 
 from choir_protocol.rehearsal.constants import SAMPLE_RATE
+from choir_protocol.rehearsal.session_summary import RECORDING, SessionSummary
 
+from .summary_file import write_summary, write_summary_anyhow
 from .tracks import JOURNAL_SUFFIX, convert_journals
 
 FLUSH_SECONDS = 1.0
@@ -41,13 +43,13 @@ class SessionRecorder:
 
     log = Logger()
 
-    def __init__(self, directory: str, summary: dict):
+    def __init__(self, directory: str, summary: SessionSummary):
         self.directory = directory
         self.lost_bytes = 0
         # why writing stopped (e.g. "No space left on device"), set once by either thread;
         # the room reads it at its next sweep and ends the session
         self.failed: str | None = None
-        self._summary = dict(summary, tracks="recording")
+        self._summary = attrs.evolve(summary, tracks=RECORDING)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queued = 0  # bytes on the queue; changed under _lock
         self._lock = threading.Lock()
@@ -75,17 +77,27 @@ class SessionRecorder:
     def add_mix(self, first_index: int, pcm: np.ndarray) -> None:
         self._put(("mix", first_index, pcm), pcm.nbytes)
 
-    def update(self, summary: dict) -> None:
-        self._put(("summary", dict(summary)), 0)
+    def update(self, summary: SessionSummary) -> None:
+        self._put(("summary", summary), 0)
 
-    def close(self, summary: dict) -> None:
+    def close(self, summary: SessionSummary) -> None:
         # these must get through, whatever the byte budget: they end the thread
-        self._queue.put((("summary", dict(summary)), 0))
+        self._queue.put((("summary", summary), 0))
         self._queue.put(_STOP)
 
     def wait(self, timeout=None) -> bool:
         """Block until every file is written and closed (tracks converted)."""
         return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        """``wait`` would return at once: the summary below is the last word."""
+        return self._done.is_set()
+
+    @property
+    def summary(self) -> SessionSummary:
+        """What session.json says (or would, on a disk that refused it); final once done."""
+        return self._summary
 
     def _put(self, item, size: int) -> None:
         if self.failed is not None:
@@ -123,8 +135,8 @@ class SessionRecorder:
                 (kind, *args), size = entry
                 with self._lock:
                     self._queued -= size
-                if kind == "summary":
-                    self._summary.update(args[0])
+                if kind == "summary":  # the room's part: the recorder's own fields stay
+                    self._summary = attrs.evolve(args[0], tracks=self._summary.tracks)
                 if self.failed is not None:
                     continue  # drain the queue: the room ends the session
                 try:
@@ -164,10 +176,8 @@ class SessionRecorder:
                 file.close()
             except (OSError, RuntimeError) as e:
                 self._fail(e if isinstance(e, OSError) else OSError(None, str(e)))
-        self._summary["recording_lost_bytes"] = self.lost_bytes
-        if self.failed is not None:
-            self._summary["recording_failed"] = self.failed
-        self._summary["tracks"] = "converting"
+        self._summary = attrs.evolve(self._summary, recording_lost_bytes=self.lost_bytes,
+                                     recording_failed=self.failed, tracks="converting")
         try:
             self._write_summary()
         except OSError as e:
@@ -189,8 +199,7 @@ class SessionRecorder:
         if self.failed is not None:
             # the disk is full or failing: the journals stay, and the daemon's next start
             # converts them (recovery), with the space freed by then
-            self._summary["tracks"] = "pending"
-            self._summary["files"] = ["mix.flac"]
+            self._summary = attrs.evolve(self._summary, tracks="pending", files=("mix.flac",))
             self._write_summary_anyhow()
             return
         try:
@@ -198,43 +207,23 @@ class SessionRecorder:
         except (AttributeError, OSError):
             pass
         try:
-            names = convert_journals(self.directory, self._summary.get("mix_chunks", 0))
-            self._summary["tracks"] = "ready"
+            names, tracks = convert_journals(self.directory, self._summary.mix_chunks), "ready"
         except (OSError, RuntimeError) as e:  # the disk filled up while converting
             self.log.error("Converting the tracks of {dir} stopped: {why}", dir=self.directory,
                            why=getattr(e, "strerror", None) or e)
-            names, self._summary["tracks"] = [], "pending"
+            names, tracks = [], "pending"
         except Exception:
             self.log.failure("Converting the tracks of {dir} failed", dir=self.directory)
-            names, self._summary["tracks"] = [], "failed"
-        self._summary["files"] = ["mix.flac"] + names
+            names, tracks = [], "failed"
+        self._summary = attrs.evolve(self._summary, tracks=tracks, files=("mix.flac", *names))
         self._write_summary_anyhow()
 
     def _write_summary_anyhow(self) -> None:
-        """The last word on the session, even on a full disk: if no new file can be made
-        for the atomic replace, session.json is overwritten in place (its blocks exist)."""
         try:
-            self._write_summary()
-            return
-        except OSError:
-            pass
-        try:
-            with open(os.path.join(self.directory, "session.json"), "r+") as f:
-                json.dump(self._summary, f, separators=(",", ":"))
-                f.truncate()
+            write_summary_anyhow(self.directory, self._summary)
         except OSError as e:
             self.log.error("Cannot write {dir}/session.json: {why}", dir=self.directory,
                            why=e.strerror)
 
     def _write_summary(self) -> None:
-        path = os.path.join(self.directory, "session.json")
-        try:
-            with open(path + ".tmp", "w") as f:
-                json.dump(self._summary, f, indent=2)
-        except OSError:
-            try:  # the last good session.json stays; no half-written .tmp beside it
-                os.unlink(path + ".tmp")
-            except OSError:
-                pass
-            raise
-        os.replace(path + ".tmp", path)
+        write_summary(self.directory, self._summary)

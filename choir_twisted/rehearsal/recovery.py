@@ -8,15 +8,17 @@ Sessions whose tracks were still being converted when the daemon stopped are
 finished too.
 """
 import glob
-import json
 import os
 
+import attrs
 import ffmpeg
 import soundfile
 from twisted.logger import Logger
 
 from choir_protocol.rehearsal.constants import FRAMES_PER_CHUNK
+from choir_protocol.rehearsal.session_summary import RECORDING, SessionSummary
 
+from .summary_file import NAME, read_summary, write_summary
 from .tracks import convert_journals
 
 log = Logger()
@@ -24,11 +26,10 @@ log = Logger()
 
 def interrupted_sessions(data_dir: str) -> list:
     found = []
-    for path in sorted(glob.glob(os.path.join(data_dir, "sessions", "*", "session.json"))):
+    for path in sorted(glob.glob(os.path.join(data_dir, "sessions", "*", NAME))):
         try:
-            with open(path) as f:
-                summary = json.load(f)
-            if summary.get("state") == "recording" or summary.get("tracks") != "ready":
+            summary = read_summary(os.path.dirname(path))
+            if summary.state == RECORDING or summary.tracks != "ready":
                 found.append(os.path.dirname(path))
         except (OSError, ValueError):
             log.warn("Unreadable {path}: left as it is", path=path)
@@ -49,28 +50,26 @@ def rewrite_flac(path: str) -> int:
     return soundfile.info(path).frames
 
 
-def recover_session(directory: str) -> dict:
-    with open(os.path.join(directory, "session.json")) as f:
-        summary = json.load(f)
+def recover_session(directory: str) -> SessionSummary:
+    summary = read_summary(directory)
     mix = os.path.join(directory, "mix.flac")
     # a daemon killed mid-session, or a recording stopped by a full disk: the mix's
     # header may be short of what was written
-    if summary.get("state") == "recording" or summary.get("recording_failed"):
-        if summary.get("state") == "recording":
-            summary["state"] = "interrupted"
+    if summary.state == RECORDING or summary.recording_failed:
+        if summary.state == RECORDING:
+            summary = attrs.evolve(summary, state="interrupted")
         if os.path.exists(mix) and os.path.getsize(mix) > 0:
-            summary["mix_chunks"] = rewrite_flac(mix) // FRAMES_PER_CHUNK
+            mix_chunks = rewrite_flac(mix) // FRAMES_PER_CHUNK
         else:  # nothing was ever flushed
-            summary["mix_chunks"] = 0
+            mix_chunks = 0
+        summary = attrs.evolve(summary, mix_chunks=mix_chunks)
     for partial in glob.glob(os.path.join(directory, "*.flac.part")):
         os.remove(partial)  # a conversion cut short: its journal is still there
-    tracks = convert_journals(directory, summary.get("mix_chunks", 0))
-    summary["tracks"] = "ready"
-    summary["files"] = sorted(set(summary.get("files", [])) | set(tracks)
-                              | ({"mix.flac"} if os.path.exists(mix) else set()))
-    with open(os.path.join(directory, "session.json.tmp"), "w") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(os.path.join(directory, "session.json.tmp"), os.path.join(directory, "session.json"))
+    tracks = convert_journals(directory, summary.mix_chunks)
+    files = sorted(set(summary.files or ()) | set(tracks)
+                   | ({"mix.flac"} if os.path.exists(mix) else set()))
+    summary = attrs.evolve(summary, tracks="ready", files=tuple(files))
+    write_summary(directory, summary)
     return summary
 
 
@@ -83,7 +82,7 @@ def recover_all(data_dir: str) -> list:
         except Exception as e:
             log.error("Could not recover {dir}: {error}", dir=directory, error=e)
             continue
-        log.info("Recovered interrupted session {id}: {n} mix chunks kept", id=summary.get("id"),
-                 n=summary["mix_chunks"])
-        recovered.append(summary.get("id"))
+        log.info("Recovered interrupted session {id}: {n} mix chunks kept", id=summary.id,
+                 n=summary.mix_chunks)
+        recovered.append(summary.id)
     return recovered

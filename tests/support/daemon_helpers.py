@@ -443,8 +443,8 @@ class ObservedRoom(Room):
         super().singer_left(singer, reason)
         self._check_waiters()
 
-    def _finish(self, reason, refuse=False, told=""):
-        super()._finish(reason, refuse, told)
+    def _carry_out(self, actions):  # e.g. the end of a session
+        super()._carry_out(actions)
         self._check_waiters()
 
 

@@ -6,24 +6,18 @@ tests), so every byte the daemon serves and stores can be checked."""
 import datetime
 import hashlib
 import hmac
-import io
 import json
 import os
 import re
 import shutil
 import sqlite3
-import subprocess
 import tempfile
 
 import attrs
 from ffmpeg import probe as ffmpeg_probe
-import numpy as np
 import pytest
-import soundfile
 from twisted.internet import defer, protocol, reactor, threads
 from twisted.trial import unittest
-from twisted.web import client, resource, server
-from twisted.web.http_headers import Headers
 
 from choir_protocol.runners import jobs as J
 from choir_protocol.runners.jobs import DEFAULT_SETTINGS, JobState, JobType
@@ -32,134 +26,9 @@ from choir_twisted.publishing.publisher import probe_file
 from choir_twisted.runners.service import RunnerService
 
 from ...support.daemon_process import until
-from ..runners.test_runner_api import Answer, multipart
-
-R = "/api/v1/runners"
-M = "/api/v1/media"
-
-
-def bearer(token) -> dict:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def ffmpeg(*args):
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
-
-
-def make_session(sessions_dir, session_id="20261121-140300-1", seconds=3.0):
-    directory = os.path.join(sessions_dir, session_id)
-    os.makedirs(directory)
-    t = np.arange(int(44100 * seconds)) / 44100
-    soundfile.write(os.path.join(directory, "mix.flac"),
-                    (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 44100)
-    soundfile.write(os.path.join(directory, "singer-001-ann-alto.flac"),
-                    np.zeros(len(t), np.float32), 44100)
-    summary = {"id": session_id, "started": "2026-11-21T14:03:00+00:00",
-               "ended": "2026-11-21T14:03:03+00:00", "state": "ended", "tracks": "ready",
-               "mix_chunks": int(seconds * 44100 / 512),
-               "singers": [{"name": "ann", "group": "alto"}],
-               "files": ["mix.flac", "singer-001-ann-alto.flac"]}
-    with open(os.path.join(directory, "session.json"), "w") as f:
-        json.dump(summary, f)
-    return directory
-
-
-class WebhookSink(resource.Resource):
-    isLeaf = True
-
-    def __init__(self, code=200):
-        super().__init__()
-        self.code = code
-        self.bodies = []
-
-    def render_POST(self, request):
-        self.bodies.append(json.loads(request.content.read()))
-        request.setResponseCode(self.code)
-        return b"ok"
-
-
-class PublishingCase(unittest.TestCase):
-    """A RunnerService on 127.0.0.1 with a webhook sink, and a runner played by hand."""
-
-    timeout = 120
-
-    async def start(self, webhook_code=200, max_upload_bytes=50 * 1024 ** 2, **publishing):
-        self.data_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.data_dir, True)
-        self.sessions = os.path.join(self.data_dir, "sessions")
-        os.makedirs(self.sessions)
-        self.sink = WebhookSink(webhook_code)
-        sink_port = reactor.listenTCP(0, server.Site(self.sink), interface="127.0.0.1")
-        self.addCleanup(sink_port.stopListening)
-        publishing.setdefault("webhook", f"http://127.0.0.1:{sink_port.getHost().port}/hook")
-        publishing.setdefault("retry_delays", (0.05, 0.05))
-        self.service = RunnerService(reactor, "tcp:0:interface=127.0.0.1", self.data_dir,
-                                     publishing=publishing, max_upload_bytes=max_upload_bytes)
-
-    async def run_service(self):
-        await defer.ensureDeferred(self.service.startService())
-        self.addCleanup(self.service.stopService)
-        self.store = self.service.store
-        self.base = f"http://127.0.0.1:{self.service.port.getHost().port}"
-        self.agent = client.Agent(reactor, pool=client.HTTPConnectionPool(reactor, False))
-
-    async def http(self, method, path, body=None, *, raw=None, content_type="application/json",
-                   headers=None):
-        h = Headers({b"content-type": [content_type.encode()]})
-        for k, v in (headers or {}).items():
-            h.setRawHeaders(k.encode(), [v.encode()])
-        if raw is None and body is not None:
-            raw = json.dumps(body).encode()
-        producer = client.FileBodyProducer(io.BytesIO(raw)) if raw is not None else None
-        url = path if path.startswith(("http://", "https://")) else self.base + path
-        response = await self.agent.request(method.encode(), url.encode(), h, producer)
-        return Answer(response, await client.readBody(response))
-
-    async def register(self):
-        reg = await self.store.create_registration_token()
-        a = await self.http("POST", R + "/register", {"registrationToken": reg.token,
-                                                      "name": "test-runner"})
-        return a.json["runnerToken"]
-
-    async def accept(self, token, job):
-        a = await self.http("POST", f"{R}/jobs/{job.uuid}/accept", {"runnerToken": token})
-        self.assertEqual(a.code, 200, a.body)
-        return a.json["job"]
-
-    async def fetch(self, token, job_token, url):
-        return await self.http("POST", url, {"runnerToken": token, "jobToken": job_token})
-
-    async def succeed(self, token, wire, files):
-        body, ctype = multipart([("runnerToken", token), ("jobToken", wire["jobToken"])], files)
-        a = await self.http("POST", f"{R}/jobs/{wire['uuid']}/success", raw=body,
-                            content_type=ctype)
-        self.assertEqual(a.code, 204, a.body)
-
-    async def api_token(self):
-        return (await self.store.create_api_token("tests")).token
-
-    async def serving(self, **start):
-        """The service started (``start``: as for start()); -> an API token."""
-        await self.start(**start)
-        await self.run_service()
-        return await self.api_token()
-
-    async def upload(self, data, filename, token, **fields):
-        body, ctype = multipart(list(fields.items()), [("file", filename, data)])
-        return await self.http("POST", M, raw=body, content_type=ctype,
-                               headers={"Authorization": f"Bearer {token}"})
-
-    def leftovers(self):
-        return [os.path.join(d, f) for d, _, fs in os.walk(self.data_dir) for f in fs
-                if os.sep + "media" + os.sep in d or os.sep + "uploads" in d]
-
-    def generated(self, name, *ffmpeg_args) -> str:
-        """A file made by ffmpeg (its arguments before the output) in a temporary place."""
-        work = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, work, True)
-        path = os.path.join(work, name)
-        ffmpeg(*ffmpeg_args, path)
-        return path
+from ...support.http import multipart
+from ...support.media_files import ffmpeg
+from ...support.publishing import M, PublishingCase, bearer, make_session, until_media, until_value
 
 
 class PublishingTest(PublishingCase):
@@ -427,31 +296,6 @@ class PublishingTest(PublishingCase):
         self.assertEqual(self.sink.bodies[0]["media"]["state"], "failed")
 
 
-async def until_value(get, good, deadline=30.0):
-    value = None
-
-    async def check():
-        nonlocal value
-        value = await get()
-        return good(value)
-    start = reactor.seconds()
-    while not await check():
-        if reactor.seconds() - start > deadline:
-            raise AssertionError(f"timed out; last value {value!r}")
-        await deferLater(0.05)
-    return value
-
-
-async def until_media(store):
-    media = await until_value(store.list_media, bool)
-    return media[0]
-
-
-def deferLater(seconds):
-    from twisted.internet import task
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
 def test_cover_text_fits_the_picture():
     from choir_twisted.publishing.covers import WIDTH, _fitting
     assert _fitting("Choir rehearsal", 96) == 96  # short titles at full size
@@ -561,14 +405,16 @@ class WebhookDeliveryTest(PublishingCase):
 def test_a_session_is_named_with_its_id():
     """Two sessions of one minute have two names; the cover keeps its title short (the id
     goes under it)."""
+    from choir_protocol.rehearsal.session_summary import SessionSummary
     from choir_twisted.publishing.publisher import _session_subtitle, _session_title
-    summary = {"id": "20261203-143012-1", "started": "2026-12-03T14:30:12+00:00",
-               "mix_chunks": 861, "singers": [{"name": "ann"}, {"name": "bob"}]}
-    when = datetime.datetime.fromisoformat(summary["started"]).astimezone().strftime(
+    summary = SessionSummary.from_json({
+        "id": "20261203-143012-1", "started": "2026-12-03T14:30:12+00:00",
+        "mix_chunks": 861, "singers": [{"name": "ann"}, {"name": "bob"}]})
+    when = datetime.datetime.fromisoformat(summary.started).astimezone().strftime(
         "%d %B %Y, %H:%M")
     assert _session_title(summary, "Choir rehearsal") == (
         f"Choir rehearsal, {when} (session 20261203-143012-1)")
     assert _session_title(summary, "Choir rehearsal", with_id=False) == f"Choir rehearsal, {when}"
     assert _session_subtitle(summary) == "2 singers · 0:10 · session 20261203-143012-1"
-    assert _session_title({"id": "20261203-143012-2"}, "Choir rehearsal") == (
+    assert _session_title(SessionSummary(id="20261203-143012-2"), "Choir rehearsal") == (
         "Choir rehearsal, session 20261203-143012-2")
