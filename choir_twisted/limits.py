@@ -22,7 +22,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web import http
 from zope.interface import directlyProvides, providedBy
 
-from choir_protocol.runners.urls import in_networks
+from choir_protocol.networks import in_networks
 
 from .rehearsal.links import has_plain_socket
 

@@ -9,9 +9,9 @@ from twisted.application import service
 from twisted.internet import defer, reactor, threads
 from twisted.python import usage
 
+from choir_protocol.networks import parse_networks
 from choir_protocol.rehearsal.constants import MIX_WINDOW_CHUNKS
 from choir_protocol.runners.jobs import ALL_RESOLUTIONS, DEFAULT_SETTINGS
-from choir_protocol.runners.urls import parse_networks
 
 from .datadir import DataDirInUse, LockedServices, check_data_dir, lock_data_dir
 from .endpoint_check import EndpointError, check_server_endpoint, desk_for_director, same_tcp_port

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import desk
 from . import room_actions as A
-from ..runners.urls import in_networks
+from ..networks import in_networks
 from .adpcm import StereoDecoder
 from .connections import END_TO_SINGER, KEEPALIVE_TO_SINGER
 from .constants import (CHECK_IN_TIMEOUT, CHUNKS_PER_SECOND, DIRECTOR_LEAD_CHUNKS, FRAMES_PER_CHUNK,

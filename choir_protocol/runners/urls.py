@@ -10,9 +10,10 @@ otherwise the request's own scheme and ``Host``, where ``X-Forwarded-Proto`` and
 ``X-Forwarded-Host`` count only when the peer is a trusted proxy (anyone else could make us
 hand out links to a host of theirs).
 """
-import ipaddress
 import re
 from urllib.parse import urlsplit
+
+from ..networks import in_networks
 
 # payload keys whose value is a URL (or a list of them); studio tasks carry theirs in "file"
 _URL_KEY = re.compile(r"Urls?$")
@@ -46,29 +47,6 @@ def absolute_payload(payload, base: str):
 def valid_host(host: str) -> bool:
     """A ``Host``-header value we may put in a URL: a name or address, an optional port."""
     return bool(_HOST.match(host)) and len(host) <= 255
-
-
-def parse_networks(text: str) -> tuple:
-    """``--trusted-proxy``: comma-separated addresses or networks (``10.0.0.0/8``)."""
-    networks = []
-    for part in text.split(","):
-        part = part.strip()
-        if part:
-            networks.append(ipaddress.ip_network(part, strict=False))  # ValueError if bad
-    return tuple(networks)
-
-
-def in_networks(peer: str | None, networks) -> bool:
-    """Whether address ``peer`` is in one of ``networks`` (an IPv4-mapped IPv6 counts as IPv4)."""
-    if not peer or not networks:
-        return False
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    if address.version == 6 and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in n for n in networks)
 
 
 def request_base(*, public_url: str | None, secure: bool, host: str | None, peer: str | None,

@@ -16,10 +16,10 @@ import os
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from choir_protocol.networks import parse_networks
 from choir_protocol.rehearsal import room_actions as A
 from choir_protocol.rehearsal.constants import MIX_WINDOW_CHUNKS
 from choir_protocol.rehearsal.room_rules import RoomRules
-from choir_protocol.runners.urls import parse_networks
 
 from ..limits import RefusalLog
 

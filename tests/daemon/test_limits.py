@@ -11,8 +11,7 @@ import socket
 import tempfile
 import time
 
-from autobahn.twisted.websocket import WebSocketClientFactory
-from twisted.internet import defer, endpoints, protocol, reactor, tcp
+from twisted.internet import protocol, reactor, tcp
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -20,7 +19,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 from twisted.web import resource, server
 
-from choir_protocol.runners.urls import parse_networks
+from choir_protocol.networks import parse_networks
 from choir_twisted import limits as L
 from choir_twisted.rehearsal.protocols import RoomFactory, SingerProtocol
 from choir_twisted.rehearsal.room import Room
@@ -28,7 +27,7 @@ from choir_twisted.runners.notifications import AUTH_TIMEOUT, NotificationHub
 from choir_twisted.runners.service import RunnerService
 
 from ..support.daemon_process import TwistdDaemon, until
-from .runners.test_notifications import RUNNERS, Runner
+from ..support.socketio_runner import KNOWN_RUNNERS, hub_site, open_hub_client
 
 
 def peer(host, port=40000):
@@ -179,22 +178,13 @@ class WebSocketPlaceTest(unittest.TestCase):
     async def test_a_websocket_taken_over_from_http_releases_its_place_when_it_ends(self):
         """autobahn swaps the HTTP channel for its own protocol: the place must still be
         given back, and the hub still write to the plain socket directly."""
-        hub = NotificationHub(reactor, RUNNERS.get)
-        root = resource.Resource()
-        root.putChild(b"socket.io", hub.resource())
+        hub = NotificationHub(reactor, KNOWN_RUNNERS.get)
         limits = L.ConnectionLimits(reactor, per_address=4)
-        port = reactor.listenTCP(0, L.LimitedFactory(L.bound_site(server.Site(root)), limits,
+        port = reactor.listenTCP(0, L.LimitedFactory(L.bound_site(hub_site(hub)), limits,
                                                      L.HTTP), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.addCleanup(hub.stop)
-        number = port.getHost().port
-        factory = WebSocketClientFactory(
-            f"ws://127.0.0.1:{number}/socket.io/?EIO=4&transport=websocket")
-        factory.protocol = Runner
-        opened = defer.Deferred()
-        factory.protocol.onOpen = lambda p: opened.callback(p)
-        await endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", number).connect(factory)
-        runner = await opened
+        runner = await open_hub_client(self, port.getHost().port)
         await runner.next_frame()
         runner.sendMessage(b'40/runners,{"runnerToken":"ptrt-good"}')
         await runner.next_frame()
@@ -329,27 +319,16 @@ class SocketIOAuthTimeoutTest(unittest.TestCase):
 
     def test_the_default_is_10_s(self):
         self.assertEqual(AUTH_TIMEOUT, 10.0)
-        self.assertEqual(NotificationHub(Clock(), RUNNERS.get).auth_timeout, 10.0)
+        self.assertEqual(NotificationHub(Clock(), KNOWN_RUNNERS.get).auth_timeout, 10.0)
 
     async def test_a_socket_that_never_authenticates_is_closed(self):
-        hub = NotificationHub(reactor, RUNNERS.get, auth_timeout=0.3)
-        root = resource.Resource()
-        root.putChild(b"socket.io", hub.resource())
-        port = reactor.listenTCP(0, server.Site(root), interface="127.0.0.1")
+        hub = NotificationHub(reactor, KNOWN_RUNNERS.get, auth_timeout=0.3)
+        port = reactor.listenTCP(0, hub_site(hub), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.addCleanup(hub.stop)
 
         async def open_socket(token=None):
-            number = port.getHost().port
-            factory = WebSocketClientFactory(
-                f"ws://127.0.0.1:{number}/socket.io/?EIO=4&transport=websocket")
-            factory.protocol = Runner
-            opened = defer.Deferred()
-            factory.protocol.onOpen = lambda p: opened.callback(p)
-            await endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", number).connect(factory)
-            runner = await opened
-            self.addCleanup(lambda: runner.closed)
-            self.addCleanup(runner.dropConnection)
+            runner = await open_hub_client(self, port.getHost().port)
             await runner.next_frame()  # engine.io open
             if token is not None:
                 runner.sendMessage(('40/runners,{"runnerToken":"%s"}' % token).encode())

@@ -5,13 +5,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 import pytest
 
+from choir_protocol.networks import parse_networks
 from choir_protocol.rehearsal import room_actions as A
 from choir_protocol.rehearsal.chunks import encode_index
 from choir_protocol.rehearsal.connections import END_TO_SINGER, KEEPALIVE_TO_SINGER
 from choir_protocol.rehearsal.constants import CHECK_IN_TIMEOUT, IDLE_TIMEOUT, KEEPALIVE_INTERVAL
 from choir_protocol.rehearsal.mixer import VoiceState
 from choir_protocol.rehearsal.room_rules import RoomRules
-from choir_protocol.runners.urls import parse_networks
 
 VOICE_PAYLOAD = bytes(256)
 WHEN = datetime.datetime(2026, 12, 3, 14, 30, 12, tzinfo=datetime.timezone.utc)

@@ -5,8 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 import pytest
 
+from choir_protocol.networks import in_networks, parse_networks
 from choir_protocol.runners import jobs as J
-from choir_protocol.runners.urls import absolute_payload, in_networks, parse_networks, request_base
+from choir_protocol.runners.urls import absolute_payload, request_base
 
 PROXY = parse_networks("10.0.0.0/8, 127.0.0.1")
 
