@@ -27,7 +27,7 @@ Exit status: 0 on success, 1 on an operational error (one line on stderr), 2 on 
 error. ``--json`` (before the command) prints JSON for scripts instead of tables.
 
 The command line is in ``options``; the commands on the store in ``local``, over HTTP in
-``remote``; what both print in ``output``.
+``remote``; both fill the records of ``records``, which ``output`` prints.
 """
 import os
 import sqlite3

@@ -1,5 +1,5 @@
 """choir-admin's commands on the daemon's store (``choir.sqlite3`` in its data directory)."""
-import json
+from collections import Counter
 import os
 
 import attrs
@@ -9,7 +9,8 @@ from choir_protocol.runners.jobs import JobError, JobState
 from choir_protocol.runners.publishing import media_state
 
 from . import hints
-from .output import AdminError, Output, ago, human_size, live_token, resolve, table
+from .output import AdminError, Output, ago, live_token, resolve, table
+from .records import JobBrief, MediaFile, MediaRow, MediaView
 
 
 class Admin(Output):
@@ -29,10 +30,8 @@ class Admin(Output):
 
     async def tokens_list(self, opts):
         tokens = await self.store.list_registration_tokens(include_revoked=opts["all"])
-        used = {}
-        for r in await self.store.list_runners():
-            used[r.registration_token_hash] = used.get(r.registration_token_hash, 0) + 1
-        self.emit_tokens([(t.id, t.prefix, t.created_at, t.revoked, used.get(t.token_hash, 0))
+        used = Counter(r.registration_token_hash for r in await self.store.list_runners())
+        self.emit_tokens([(t.id, t.prefix, t.created_at, t.revoked, used[t.token_hash])
                           for t in tokens])
 
     async def tokens_revoke(self, opts):
@@ -44,32 +43,19 @@ class Admin(Output):
 
     # runners
     async def _processing_by_runner(self):
-        counts = {}
-        for job in await self.store.list_jobs(states=[JobState.PROCESSING]):
-            counts[job.runner_id] = counts.get(job.runner_id, 0) + 1
-        return counts
+        return Counter(j.runner_id for j in await self.store.list_jobs(
+            states=[JobState.PROCESSING]))
 
     async def runners_list(self, opts):
-        runners = await self.store.list_runners()
-        counts = await self._processing_by_runner()
-        self.emit([{"id": r.id, "name": r.name, "description": r.description,
-                    "version": r.version, "ip": r.ip, "lastContact": J.iso(r.last_contact),
-                    "createdAt": J.iso(r.created_at), "jobsProcessing": counts.get(r.id, 0)}
-                   for r in runners],
-                  table(["ID", "NAME", "VERSION", "IP", "LAST CONTACT", "PROCESSING"],
-                        [[r.id[:8], r.name, r.version, r.ip, ago(r.last_contact, self.now),
-                          counts.get(r.id, 0)] for r in runners])
-                  if runners else "No registered runners.")
+        self.emit_runners(await self.store.list_runners(), await self._processing_by_runner())
 
     async def runners_remove(self, opts):
         runner = resolve(await self.store.list_runners(), opts["id_or_name"], "runner",
                           keys=("id", "name"))
-        processing = (await self._processing_by_runner()).get(runner.id, 0)
+        processing = (await self._processing_by_runner())[runner.id]
         if not await self.store.unregister_runner(runner.id):
             raise AdminError(f"runner {runner.name!r} was removed meanwhile")
-        self.emit({"removed": runner.id, "name": runner.name, "jobsRequeued": processing},
-                  f"Removed runner {runner.name} ({runner.id}); {processing} job(s) it was "
-                  f"processing went back to pending.")
+        self.emit_removed_runner(runner.id, runner.name, processing)
 
     # jobs
     async def _job(self, value):
@@ -82,55 +68,14 @@ class Admin(Output):
     async def _runner_names(self):
         return {r.id: r.name for r in await self.store.list_runners()}
 
-    def _job_dict(self, job, names):
-        d = job.to_wire()
-        d.update({"parentUuid": job.parent_uuid, "runnerId": job.runner_id,
-                  "runnerName": names.get(job.runner_id), "mediaId": job.media_id})
-        return d
-
     async def jobs_list(self, opts):
         jobs = await self.store.list_jobs(states=opts["state"], types=opts["type"],
                                           limit=opts["limit"])
-        names = await self._runner_names()
-        self.emit([self._job_dict(j, names) for j in jobs],
-                  table(["UUID", "TYPE", "STATE", "PROGRESS", "FAILURES", "PRIORITY", "RUNNER",
-                         "AGE"],
-                        [[j.uuid[:8], j.type, j.state.label,
-                          None if j.progress is None else f"{j.progress}%", j.failures,
-                          j.priority, names.get(j.runner_id, j.runner_id and j.runner_id[:8]),
-                          ago(j.created_at, self.now)] for j in jobs])
-                  if jobs else "No jobs match.")
+        self.emit_jobs(jobs, await self._runner_names())
 
     async def jobs_show(self, opts):
         job = await self._job(opts["uuid"])
-        names = await self._runner_names()
-        children = await self.store.children(job.uuid)
-        d = self._job_dict(job, names)
-        d["privatePayload"] = job.private_payload
-        d["children"] = [{"uuid": c.uuid, "type": c.type, "state": c.state.label}
-                         for c in children]
-        runner = names.get(job.runner_id, job.runner_id)
-        lines = [f"{k + ':':<14}{v}" for k, v in (
-            ("UUID", job.uuid), ("Type", job.type),
-            ("State", f"{job.state.label} ({int(job.state)})"),
-            ("Progress", "-" if job.progress is None else f"{job.progress}%"),
-            ("Failures", job.failures), ("Error", job.error or "-"),
-            ("Priority", job.priority), ("Runner", runner or "-"),
-            ("Parent", job.parent_uuid or "-"), ("Media", job.media_id or "-"),
-            ("Created", f"{J.iso(job.created_at)} ({ago(job.created_at, self.now)})"),
-            ("Updated", f"{J.iso(job.updated_at)} ({ago(job.updated_at, self.now)})"),
-            ("Started", J.iso(job.started_at) or "-"),
-            ("Finished", J.iso(job.finished_at) or "-"))]
-        lines.append("Payload:")
-        lines += ["  " + ln for ln in json.dumps(job.payload, indent=2).splitlines()]
-        if job.private_payload:
-            lines.append("Private payload:")
-            lines += ["  " + ln for ln in json.dumps(job.private_payload, indent=2).splitlines()]
-        if children:
-            lines.append("Children:")
-            lines += ["  " + ln for ln in table(["UUID", "TYPE", "STATE"], [
-                [c.uuid, c.type, c.state.label] for c in children]).splitlines()]
-        self.emit(d, "\n".join(lines))
+        self.emit_job(job, await self._runner_names(), await self.store.children(job.uuid))
 
     async def jobs_cancel(self, opts):
         from choir_twisted.store.store import StaleJob
@@ -144,69 +89,31 @@ class Admin(Output):
         except StaleJob:
             raise AdminError(f"job {job.uuid} changed while cancelling it; look again "
                              f"with 'jobs show {job.uuid}'")
-        self.emit({"cancelled": job.uuid, "previousState": tr.previous_state.label,
-                   "parentCancelled": [c.uuid for c in tr.children]},
-                  f"Cancelled job {job.uuid} (was {tr.previous_state.label.lower()})"
-                  + (f"; {len(tr.children)} waiting child job(s) parent-cancelled."
-                     if tr.children else "."))
+        self.emit_cancelled(job.uuid, tr.previous_state, [c.uuid for c in tr.children])
 
     # media
+    async def _media(self, value):
+        media = await self.store.get_media(value)
+        if media is None:
+            media = resolve(await self.store.list_media(), value, "media")
+        return media
+
+    async def _media_row(self, m):
+        files = tuple(MediaFile(f.role, f.name, f.size, path=f.path, id=f.id,
+                                created_at=f.created_at)
+                      for f in await self.store.media_files(m.id))
+        return MediaRow(m.id, m.kind, m.name, m.path, m.created_at, files)
+
     async def media_list(self, opts):
-        rows, data = [], []
-        for m in await self.store.list_media():
-            files = await self.store.media_files(m.id)
-            ins = [f for f in files if f.role == "input"]
-            outs = [f for f in files if f.role == "output"]
-            size = sum(f.size or 0 for f in files)
-            rows.append([m.id[:8], m.kind, m.name, len(ins), len(outs), human_size(size),
-                         ago(m.created_at, self.now)])
-            data.append({"id": m.id, "kind": m.kind, "name": m.name, "path": m.path,
-                         "createdAt": J.iso(m.created_at), "inputs": len(ins),
-                         "outputs": len(outs), "size": size})
-        self.emit(data, table(["ID", "KIND", "NAME", "INPUTS", "OUTPUTS", "SIZE", "AGE"], rows)
-                  if rows else "No media.")
+        self.emit_media_list([await self._media_row(m) for m in await self.store.list_media()])
 
     async def media_show(self, opts):
-        m = await self.store.get_media(opts["id"])
-        if m is None:
-            m = resolve(await self.store.list_media(), opts["id"], "media")
-        files = await self.store.media_files(m.id)
+        m = await self._media(opts["id"])
         jobs = await self.store.media_jobs(m.id)
-        state = media_state(jobs)
-        if m.webhook_sent_at is not None:
-            hook = f"{m.webhook or 'the daemon’s --webhook'} (delivered {J.iso(m.webhook_sent_at)})"
-        elif m.webhook_error is not None:
-            hook = f"{m.webhook or 'the daemon’s --webhook'} (failed: {m.webhook_error})"
-        else:
-            hook = m.webhook or "-"
-        d = {"id": m.id, "kind": m.kind, "name": m.name, "path": m.path, "probe": m.probe,
-             "state": state, "endedAt": J.iso(m.ended_at), "webhook": m.webhook,
-             "webhookSentAt": J.iso(m.webhook_sent_at), "webhookError": m.webhook_error,
-             "createdAt": J.iso(m.created_at),
-             "files": [{"id": f.id, "role": f.role, "name": f.name, "path": f.path,
-                        "size": f.size, "createdAt": J.iso(f.created_at)} for f in files],
-             "jobs": [{"uuid": j.uuid, "type": j.type, "state": j.state.label} for j in jobs]}
-        lines = [f"{k + ':':<10}{v}" for k, v in (
-            ("ID", m.id), ("Kind", m.kind), ("Name", m.name), ("Path", m.path or "-"),
-            ("State", state + (f", ended {J.iso(m.ended_at)}" if m.ended_at else "")),
-            ("Webhook", hook),
-            ("Created", f"{J.iso(m.created_at)} ({ago(m.created_at, self.now)})"))]
-        if m.probe:
-            lines.append("Probe:")
-            lines += ["  " + ln for ln in json.dumps(m.probe, indent=2).splitlines()]
-        for role, title in (("input", "Inputs"), ("output", "Outputs")):
-            fs = [f for f in files if f.role == role]
-            lines.append(f"{title}:" + ("" if fs else " none"))
-            if fs:
-                lines += ["  " + ln for ln in table(["NAME", "SIZE", "PATH"], [
-                    [f.name, human_size(f.size), f.path] for f in fs]).splitlines()]
-        lines.append("Jobs:" + ("" if jobs else " none"))
-        if jobs:
-            lines += ["  " + ln for ln in table(["UUID", "TYPE", "RESOLUTION", "STATE"], [
-                [j.uuid, j.type, (j.payload.get("output") or {}).get("resolution"),
-                 j.state.label + (f" {j.progress}%" if j.progress is not None else "")]
-                for j in jobs]).splitlines()]
-        self.emit(d, "\n".join(lines))
+        self.emit_media(MediaView(await self._media_row(m), m.probe, media_state(jobs),
+                                  m.ended_at, tuple(_brief(j) for j in jobs),
+                                  webhook=m.webhook, webhook_sent_at=m.webhook_sent_at,
+                                  webhook_error=m.webhook_error))
 
     async def media_submit(self, opts):
         from choir_protocol.runners.publishing import NotMedia
@@ -223,29 +130,19 @@ class Admin(Output):
         except NotMedia as e:  # ffprobe's words name the file again: once is enough
             reason = not_media_reason(e, path, what=path)
             raise AdminError(reason if reason.startswith(path) else f"{path}: {reason}")
-        rows = [[j.uuid, j.type, (j.payload.get("output") or {}).get("resolution"),
-                 j.state.label] for j in jobs]
-        self.emit({"id": media.id, "name": media.name, "probe": media.probe,
-                   "jobs": [{"uuid": j.uuid, "type": j.type, "state": j.state.label,
-                             "resolution": r[2]} for j, r in zip(jobs, rows)]},
-                  f"Media {media.id} ({media.name}): {len(jobs)} jobs\n"
-                  + table(["UUID", "TYPE", "RESOLUTION", "STATE"], rows))
+        self.emit_submitted(media.id, media.name, media.probe, [_brief(j) for j in jobs])
 
     async def media_studio(self, opts):
         from choir_protocol.runners.studio import StudioError
         from choir_twisted.publishing.studio import NotEditable, edit_media
-        m = await self.store.get_media(opts["id"])
-        if m is None:
-            m = resolve(await self.store.list_media(), opts["id"], "media")
+        m = await self._media(opts["id"])
         uploads = {t["options"]["file"]: (t["options"]["file"], t["options"]["file"])
                    for t in opts["tasks"] if "file" in t["options"]}
         try:
             jobs = await edit_media(self.store, self.data_dir, m, opts["tasks"], uploads)
         except (StudioError, NotEditable) as e:
             raise AdminError(f"media {m.id}: {e}")
-        self.emit_edit(m.id, [{"uuid": j.uuid, "type": j.type, "state": j.state.label,
-                               "resolution": (j.payload.get("output") or {}).get("resolution")}
-                              for j in jobs])
+        self.emit_edit(m.id, [_brief(j) for j in jobs])
 
     # API tokens
     async def api_tokens_create(self, opts):
@@ -301,6 +198,11 @@ class Admin(Output):
             raise AdminError(f"operator token {tok.id} is already revoked")
         self.emit({"revoked": tok.id, "name": tok.name},
                   f"Revoked operator token {tok.id} ({tok.name}).")
+
+
+def _brief(job) -> JobBrief:
+    return JobBrief(job.uuid, job.type, job.state,
+                    (job.payload.get("output") or {}).get("resolution"), job.progress)
 
 
 # which commands may create the database (in an existing data directory)

@@ -14,7 +14,6 @@ URL_DEFAULT = ("[default: choir-admin's --url, else the address the daemon left 
                "DATA_DIR/http-url, else http://<this host>:8000]")
 
 
-
 STATE_NAMES = {
     "pending": JobState.PENDING,
     "processing": JobState.PROCESSING,
@@ -98,6 +97,21 @@ class _Group(_Options):
             raise usage.UsageError(f"choose a command: {names}")
 
 
+class _TokenList(_Command):
+    optFlags = [["all", "a", "Include revoked tokens."]]
+
+
+class _NamedTokenCreate(_Command):  # API and operator tokens: named for what they are for
+    synopsis = "[--name NAME] [--url URL]"
+
+
+def _token_commands(what, create, list_, revoke):
+    """A token group's subCommands: ``what`` is "API token", "operator token", ..."""
+    return [["create", None, create, f"Create an {what}."],
+            ["list", None, list_, f"List {what}s."],
+            ["revoke", None, revoke, f"Revoke an {what}."]]
+
+
 class TokenCreate(_Command):
     synopsis = "[--url URL] [--runner-name NAME]"
     longdesc = ("Create a registration token and print it with the command lines that the "
@@ -110,9 +124,8 @@ class TokenCreate(_Command):
     ]
 
 
-class TokenList(_Command):
+class TokenList(_TokenList):
     longdesc = "List the registration tokens (live ones; --all adds the revoked ones)."
-    optFlags = [["all", "a", "Include revoked tokens."]]
 
 
 class TokenRevoke(_Command):
@@ -291,16 +304,14 @@ class MediaOptions(_Group):
     ]
 
 
-class ApiTokenCreate(_Command):
-    synopsis = "[--name NAME] [--url URL]"
+class ApiTokenCreate(_NamedTokenCreate):
     longdesc = "Create an API token for the media HTTP API (uploads and listing)."
     optParameters = [["name", "n", "api", "What the token is for (shown by 'list')."],
                      ["url", "u", None, "URL to name in the printed curl " + URL_DEFAULT]]
 
 
-class ApiTokenList(_Command):
+class ApiTokenList(_TokenList):
     longdesc = "List API tokens (live ones; --all adds the revoked ones)."
-    optFlags = [["all", "a", "Include revoked tokens."]]
 
 
 class ApiTokenRevoke(_Command):
@@ -312,15 +323,10 @@ class ApiTokenRevoke(_Command):
 class ApiTokensOptions(_Group):
     longdesc = ("API tokens authorise uploads to the media HTTP API "
                 "(Authorization: Bearer TOKEN).")
-    subCommands = [
-        ["create", None, ApiTokenCreate, "Create an API token."],
-        ["list", None, ApiTokenList, "List API tokens."],
-        ["revoke", None, ApiTokenRevoke, "Revoke an API token."],
-    ]
+    subCommands = _token_commands("API token", ApiTokenCreate, ApiTokenList, ApiTokenRevoke)
 
 
-class OperatorTokenCreate(_Command):
-    synopsis = "[--name NAME] [--url URL]"
+class OperatorTokenCreate(_NamedTokenCreate):
     longdesc = ("Create an operator token for the admin HTTP API (choir-admin --url ... "
                 "--token ...). It is printed once, alone on the last line; the store keeps "
                 "only its hash.")
@@ -328,9 +334,8 @@ class OperatorTokenCreate(_Command):
                      ["url", "u", None, "URL to name in the printed command " + URL_DEFAULT]]
 
 
-class OperatorTokenList(_Command):
+class OperatorTokenList(_TokenList):
     longdesc = "List operator tokens (live ones; --all adds the revoked ones)."
-    optFlags = [["all", "a", "Include revoked tokens."]]
 
 
 class OperatorTokenRevoke(_Command):
@@ -341,11 +346,8 @@ class OperatorTokenRevoke(_Command):
 class OperatorTokensOptions(_Group):
     longdesc = ("Operator tokens authorise the admin HTTP API (Authorization: Bearer TOKEN), "
                 "which choir-admin --url uses to manage this daemon from another machine.")
-    subCommands = [
-        ["create", None, OperatorTokenCreate, "Create an operator token."],
-        ["list", None, OperatorTokenList, "List operator tokens."],
-        ["revoke", None, OperatorTokenRevoke, "Revoke an operator token."],
-    ]
+    subCommands = _token_commands("operator token", OperatorTokenCreate, OperatorTokenList,
+                                  OperatorTokenRevoke)
 
 
 class Options(_Group):

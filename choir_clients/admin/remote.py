@@ -4,11 +4,13 @@
 another machine: tokens, runners and jobs go through PeerTube's admin routes under
 /api/v1/runners (``choir_twisted.runners.admin_api``), media list/show through /api/v1/media; the
 operator token travels as ``Authorization: Bearer``. Lists are read whole, page by page.
-The output is the local commands' (the same ``table``s, ``ago``s and JSON) except for what
-the API does not tell: file paths and webhooks on the daemon's disk are left out, a media
+Its answers become the records the local commands make (``Job``, ``RunnerRecord``,
+``records``), printed by the same ``Output.emit_*``, except for what the API does not tell
+(``records.UNTOLD``): file paths and webhooks on the daemon's disk are left out, a media
 file is named by its URL. A job's payload shows its URLs absolute, as a runner gets them.
 Any failure is an ``AdminError``: one line on stderr, exit status 1.
 """
+from collections import Counter
 import datetime
 import json
 import os
@@ -19,11 +21,13 @@ from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from choir_protocol.runners.jobs import JobState
+from choir_protocol.runners.jobs import Job, JobState
+from choir_twisted.store.records import RunnerRecord
 
 from . import hints
 from ..cli import plain_reason
-from .output import AdminError, Output, ago, human_size, live_token, resolve, table
+from .output import AdminError, Output, live_token, resolve
+from .records import UNTOLD, JobBrief, MediaFile, MediaRow, MediaView
 
 RUNNERS = "/api/v1/runners"
 TOKENS = RUNNERS + "/registration-tokens"
@@ -32,9 +36,6 @@ MEDIA = "/api/v1/media"
 PAGE = 100  # the admin API's largest page
 CALL_TIMEOUT = 30.0
 UPLOAD_TIMEOUT = 3600.0  # an intro clip may be large
-# the keys of Job.to_wire(), the local JSON's job fields, in their order
-_JOB_KEYS = ("uuid", "type", "state", "payload", "failures", "error", "progress", "priority",
-             "startedAt", "createdAt", "updatedAt", "finishedAt")
 
 
 def _epoch(text):
@@ -44,14 +45,30 @@ def _epoch(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def _job_dict(wire) -> dict:
-    """An admin API job -> the local ``jobs list --json`` record."""
-    d = {k: wire.get(k) for k in _JOB_KEYS}
-    runner = wire.get("runner") or {}
-    d.update({"parentUuid": (wire.get("parent") or {}).get("uuid"),
-              "runnerId": runner.get("id"), "runnerName": runner.get("name"),
-              "mediaId": wire.get("mediaId")})
-    return d
+def _state(wire) -> JobState:
+    return JobState(wire["state"]["id"])
+
+
+def _brief(wire) -> JobBrief:
+    """A media's job (``describe_media``) -> a line of its table."""
+    return JobBrief(wire["uuid"], wire["type"], _state(wire), wire.get("resolution"),
+                    wire.get("progress"))
+
+
+def _job(wire) -> Job:
+    """An admin API job (PeerTube's RunnerJobAdmin) -> the ``Job`` (its runner's id only
+    when the runner is still registered)."""
+    return Job(wire["uuid"], wire["type"], _state(wire), wire.get("payload"),
+               _epoch(wire["createdAt"]), _epoch(wire.get("updatedAt")), wire["priority"],
+               wire.get("privatePayload") or {}, wire["failures"], wire.get("error"),
+               wire.get("progress"), (wire.get("parent") or {}).get("uuid"),
+               (wire.get("runner") or {}).get("id"), started_at=_epoch(wire.get("startedAt")),
+               finished_at=_epoch(wire.get("finishedAt")), media_id=wire.get("mediaId"))
+
+
+def _runner_names(wires) -> dict:
+    """The names of the API jobs' runners by id."""
+    return {r["id"]: r["name"] for r in (w.get("runner") for w in wires) if r}
 
 
 def _pick(items, value, what, keys):
@@ -164,39 +181,29 @@ class RemoteAdmin(Output):
     # -- runners ---------------------------------------------------------------------------
 
     async def _processing_by_runner(self):
-        counts = {}
-        for job in await self._all(JOBS, [("stateOneOf", "2"), ("sort", "createdAt")]):
-            runner_id = (job.get("runner") or {}).get("id")
-            counts[runner_id] = counts.get(runner_id, 0) + 1
-        return counts
+        return Counter((j.get("runner") or {}).get("id") for j in await self._all(
+            JOBS, [("stateOneOf", str(int(JobState.PROCESSING))), ("sort", "createdAt")]))
 
     async def runners_list(self, opts):
         runners = await self._all(RUNNERS, [("sort", "createdAt")])
-        counts = await self._processing_by_runner()
-        self.emit([{"id": r["id"], "name": r["name"], "description": r.get("description"),
-                    "version": r.get("version"), "ip": r.get("ip"),
-                    "lastContact": r.get("lastContact"), "createdAt": r["createdAt"],
-                    "jobsProcessing": counts.get(r["id"], 0)} for r in runners],
-                  table(["ID", "NAME", "VERSION", "IP", "LAST CONTACT", "PROCESSING"],
-                        [[r["id"][:8], r["name"], r.get("version"), r.get("ip"),
-                          ago(_epoch(r.get("lastContact")), self.now), counts.get(r["id"], 0)]
-                         for r in runners])
-                  if runners else "No registered runners.")
+        # (the API tells neither the runner's token nor the one it registered with)
+        self.emit_runners([RunnerRecord(r["id"], r["name"], r.get("description"),
+                                        r.get("version"), None, None, r.get("ip"),
+                                        _epoch(r.get("lastContact")), _epoch(r["createdAt"]))
+                           for r in runners], await self._processing_by_runner())
 
     async def runners_remove(self, opts):
         runner = _pick(await self._all(RUNNERS, [("sort", "createdAt")]), opts["id_or_name"],
                        "runner", keys=("id", "name"))
-        processing = (await self._processing_by_runner()).get(runner["id"], 0)
+        processing = (await self._processing_by_runner())[runner["id"]]
         if await self._call("DELETE", f"{RUNNERS}/{quote(runner['id'], safe='')}",
                             missing_ok=True) is None:
             raise AdminError(f"runner {runner['name']!r} was removed meanwhile")
-        self.emit({"removed": runner["id"], "name": runner["name"], "jobsRequeued": processing},
-                  f"Removed runner {runner['name']} ({runner['id']}); {processing} job(s) it "
-                  f"was processing went back to pending.")
+        self.emit_removed_runner(runner["id"], runner["name"], processing)
 
     # -- jobs ------------------------------------------------------------------------------
 
-    async def _job(self, value):
+    async def _find_job(self, value):
         """The job whose uuid is ``value``, else the one it is a prefix of (4+ characters)."""
         found = await self._all(JOBS, [("search", value), ("sort", "createdAt")]) if value else []
         exact = [j for j in found if j["uuid"] == value]
@@ -205,7 +212,7 @@ class RemoteAdmin(Output):
         return _pick(found if len(value) >= 4 else [], value, "job", keys=("uuid",))
 
     async def _children(self, uuid):
-        return [j for j in await self._all(JOBS, [("sort", "createdAt")])
+        return [_job(j) for j in await self._all(JOBS, [("sort", "createdAt")])
                 if (j.get("parent") or {}).get("uuid") == uuid]
 
     async def jobs_list(self, opts):
@@ -213,58 +220,20 @@ class RemoteAdmin(Output):
         params += [("stateOneOf", str(int(s))) for s in opts["state"] or ()]
         params += [("typeOneOf", t) for t in opts["type"] or ()]
         jobs = await self._all(JOBS, params, limit=opts["limit"])
-        self.emit([_job_dict(j) for j in jobs],
-                  table(["UUID", "TYPE", "STATE", "PROGRESS", "FAILURES", "PRIORITY", "RUNNER",
-                         "AGE"],
-                        [[j["uuid"][:8], j["type"], j["state"]["label"],
-                          None if j.get("progress") is None else f"{j['progress']}%",
-                          j["failures"], j["priority"], (j.get("runner") or {}).get("name"),
-                          ago(_epoch(j["createdAt"]), self.now)] for j in jobs])
-                  if jobs else "No jobs match.")
+        self.emit_jobs([_job(j) for j in jobs], _runner_names(jobs))
 
     async def jobs_show(self, opts):
-        job = await self._job(opts["uuid"])
-        children = await self._children(job["uuid"])
-        d = _job_dict(job)
-        d["privatePayload"] = job.get("privatePayload") or {}
-        d["children"] = [{"uuid": c["uuid"], "type": c["type"], "state": c["state"]["label"]}
-                         for c in children]
-        state = job["state"]
-        lines = [f"{k + ':':<14}{v}" for k, v in (
-            ("UUID", job["uuid"]), ("Type", job["type"]),
-            ("State", f"{state['label']} ({state['id']})"),
-            ("Progress", "-" if job.get("progress") is None else f"{job['progress']}%"),
-            ("Failures", job["failures"]), ("Error", job.get("error") or "-"),
-            ("Priority", job["priority"]), ("Runner", d["runnerName"] or "-"),
-            ("Parent", d["parentUuid"] or "-"), ("Media", d["mediaId"] or "-"),
-            ("Created", f"{job['createdAt']} ({ago(_epoch(job['createdAt']), self.now)})"),
-            ("Updated", f"{job['updatedAt']} ({ago(_epoch(job['updatedAt']), self.now)})"),
-            ("Started", job.get("startedAt") or "-"),
-            ("Finished", job.get("finishedAt") or "-"))]
-        lines.append("Payload:")
-        lines += ["  " + ln for ln in json.dumps(job["payload"], indent=2).splitlines()]
-        if d["privatePayload"]:
-            lines.append("Private payload:")
-            lines += ["  " + ln for ln in json.dumps(d["privatePayload"], indent=2).splitlines()]
-        if children:
-            lines.append("Children:")
-            lines += ["  " + ln for ln in table(["UUID", "TYPE", "STATE"], [
-                [c["uuid"], c["type"], c["state"]["label"]] for c in children]).splitlines()]
-        self.emit(d, "\n".join(lines))
+        job = await self._find_job(opts["uuid"])
+        self.emit_job(_job(job), _runner_names([job]), await self._children(job["uuid"]))
 
     async def jobs_cancel(self, opts):
-        job = await self._job(opts["uuid"])
-        waiting = [c["uuid"] for c in await self._children(job["uuid"])
-                   if c["state"]["id"] == JobState.WAITING_FOR_PARENT_JOB]  # parent-cancelled
+        job = await self._find_job(opts["uuid"])
+        waiting = [c.uuid for c in await self._children(job["uuid"])
+                   if c.state is JobState.WAITING_FOR_PARENT_JOB]  # parent-cancelled
         if await self._call("POST", f"{JOBS}/{quote(job['uuid'], safe='')}/cancel",
                             missing_ok=True) is None:
             raise AdminError(f"unknown job {opts['uuid']!r}")
-        previous = job["state"]["label"]
-        self.emit({"cancelled": job["uuid"], "previousState": previous,
-                   "parentCancelled": waiting},
-                  f"Cancelled job {job['uuid']} (was {previous.lower()})"
-                  + (f"; {len(waiting)} waiting child job(s) parent-cancelled."
-                     if waiting else "."))
+        self.emit_cancelled(job["uuid"], _state(job), waiting)
 
     # -- media -----------------------------------------------------------------------------
 
@@ -274,18 +243,18 @@ class RemoteAdmin(Output):
             raise AdminError(f"{self.url}{MEDIA}: not a list answer: is this a choir daemon?")
         return body["data"]
 
+    def _media_row(self, m) -> MediaRow:
+        """An API media (``describe_media``) -> its row; its files named by their URLs."""
+        files = tuple(
+            MediaFile(role, f["name"], f.get("size"),
+                      url=self.url + f["url"] if f.get("url", "").startswith("/")
+                      else f.get("url"))
+            for role, key in (("input", "inputs"), ("output", "outputs"))
+            for f in m.get(key) or [])
+        return MediaRow(m["id"], m["kind"], m["name"], UNTOLD, _epoch(m["createdAt"]), files)
+
     async def media_list(self, opts):
-        rows, data = [], []
-        for m in await self._media_list():
-            ins, outs = m.get("inputs") or [], m.get("outputs") or []
-            size = sum(f.get("size") or 0 for f in ins + outs)
-            rows.append([m["id"][:8], m["kind"], m["name"], len(ins), len(outs),
-                         human_size(size), ago(_epoch(m["createdAt"]), self.now)])
-            data.append({"id": m["id"], "kind": m["kind"], "name": m["name"],
-                         "createdAt": m["createdAt"], "inputs": len(ins),
-                         "outputs": len(outs), "size": size})
-        self.emit(data, table(["ID", "KIND", "NAME", "INPUTS", "OUTPUTS", "SIZE", "AGE"], rows)
-                  if rows else "No media.")
+        self.emit_media_list([self._media_row(m) for m in await self._media_list()])
 
     async def media_studio(self, opts):
         """PeerTube's studio form: tasks[i][name], tasks[i][options][...], file parts."""
@@ -307,10 +276,9 @@ class RemoteAdmin(Output):
         finally:
             for _, (_, f) in files:
                 f.close()
-        jobs = view.get("jobs") or []
-        self.emit_edit(m["id"], [{"uuid": j["uuid"], "type": j["type"],
-                                  "state": j["state"]["label"], "resolution": j.get("resolution")}
-                                 for j in jobs if j["state"]["id"] in (1, 5)])
+        made = [_brief(j) for j in view.get("jobs") or []]
+        self.emit_edit(m["id"], [j for j in made if j.state in (
+            JobState.PENDING, JobState.WAITING_FOR_PARENT_JOB)])
 
     async def _media(self, value):
         found = await self._call("GET", f"{MEDIA}/{quote(value, safe='')}",
@@ -321,34 +289,7 @@ class RemoteAdmin(Output):
 
     async def media_show(self, opts):
         m = await self._media(opts["id"])
-        files = [{"role": role, "name": f["name"], "size": f.get("size"),
-                  "url": self.url + f["url"] if f.get("url", "").startswith("/") else f.get("url")}
-                 for role, key in (("input", "inputs"), ("output", "outputs"))
-                 for f in m.get(key) or []]
-        jobs = m.get("jobs") or []
-        d = {"id": m["id"], "kind": m["kind"], "name": m["name"], "probe": m.get("probe"),
-             "state": m["state"], "endedAt": m.get("endedAt"), "createdAt": m["createdAt"],
-             "hlsUrl": m.get("hlsUrl"), "files": files,
-             "jobs": [{"uuid": j["uuid"], "type": j["type"], "state": j["state"]["label"]}
-                      for j in jobs]}
-        lines = [f"{k + ':':<10}{v}" for k, v in (
-            ("ID", m["id"]), ("Kind", m["kind"]), ("Name", m["name"]),
-            ("State", m["state"] + (f", ended {m['endedAt']}" if m.get("endedAt") else "")),
-            ("Created", f"{m['createdAt']} ({ago(_epoch(m['createdAt']), self.now)})"))]
-        if m.get("probe"):
-            lines.append("Probe:")
-            lines += ["  " + ln for ln in json.dumps(m["probe"], indent=2).splitlines()]
-        for role, title in (("input", "Inputs"), ("output", "Outputs")):
-            fs = [f for f in files if f["role"] == role]
-            lines.append(f"{title}:" + ("" if fs else " none"))
-            if fs:
-                lines += ["  " + ln for ln in table(["NAME", "SIZE", "URL"], [
-                    [f["name"], human_size(f["size"]), f["url"]] for f in fs]).splitlines()]
-        lines.append("Jobs:" + ("" if jobs else " none"))
-        if jobs:
-            lines += ["  " + ln for ln in table(["UUID", "TYPE", "RESOLUTION", "STATE"], [
-                [j["uuid"], j["type"], j.get("resolution"),
-                 j["state"]["label"] + (f" {j['progress']}%" if j.get("progress") is not None
-                                        else "")]
-                for j in jobs]).splitlines()]
-        self.emit(d, "\n".join(lines))
+        self.emit_media(MediaView(self._media_row(m), m.get("probe"), m["state"],
+                                  _epoch(m.get("endedAt")),
+                                  tuple(_brief(j) for j in m.get("jobs") or []),
+                                  hls_url=m.get("hlsUrl")))
