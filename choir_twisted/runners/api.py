@@ -15,10 +15,11 @@ Choices
 * Success files are stored as ``results`` says, listed with ``payload[inputLanguage]``
   under ``private_payload["result"]``, and, when the job has a media, as its ``output``
   media files in the very transaction that makes the job COMPLETED.
-* Multipart bodies are parsed by our own streaming parser (``multipart.parse_multipart``)
-  from the request's body file, in a thread, in two passes: the fields first (the tokens
-  checked again before a file is written), then the wanted files are copied out. Twisted's own
-  in-memory multipart parsing is switched off by the request class of ``site()``.
+* Multipart bodies are parsed by ``multipart.parse_multipart`` (the ``multipart`` package's
+  streaming parser, with our limits) from the request's body file, in a thread, in two
+  passes: the fields first (the tokens checked again before a file is written), then the
+  wanted files are copied out. Twisted's own in-memory multipart parsing is switched off by
+  the request class of ``site()``.
 * Bodies, as they arrive (``upload_gate.LimitedRequest``, the request class of ``site()``):
   result uploads (``success``, ``update``) and media uploads up to ``max_upload_bytes``,
   every other body 1 MiB (413 ``payload_too_large``); an upload's tokens are checked before
