@@ -1,9 +1,7 @@
 """One daemon per data directory: the lock, in-process and between real twistd processes;
 what a killed daemon left half-written, removed at the next start."""
 import os
-import shutil
 import subprocess
-import tempfile
 
 import pytest
 from twisted.internet import reactor
@@ -14,6 +12,7 @@ from choir_twisted.datadir import (LOCK_NAME, DataDirInUse, check_data_dir, firs
 from choir_twisted.runners.service import RunnerService
 
 from ..support.daemon_process import VENV_BIN
+from ..support.paths import temp_dir
 
 
 def test_a_second_lock_is_refused_naming_the_holder(tmp_path):
@@ -83,8 +82,7 @@ def test_a_data_directory_under_a_file_is_refused_without_making_anything(tmp_pa
 
 class PartialUploadsTest(unittest.TestCase):
     async def test_uploads_a_killed_daemon_left_half_written_are_removed_at_start(self):
-        data = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, data, True)
+        data = temp_dir(self)
         left = [os.path.join(data, "media", "m1", ".upload-abc"),
                 os.path.join(data, "media", "m1", "hls", ".upload-def"),
                 os.path.join(data, "uploads", ".upload-123.mp4")]
@@ -104,8 +102,7 @@ class PartialUploadsTest(unittest.TestCase):
 class StoreModeTest(unittest.TestCase):
     async def test_a_new_store_and_its_wal_are_the_owners_alone(self):
         from choir_twisted.store.store import DB_NAME, Store
-        data = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, data, True)
+        data = temp_dir(self)
         old = os.umask(0o022)
         try:
             store = await Store.open(data_dir=data)

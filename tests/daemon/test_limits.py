@@ -8,7 +8,6 @@ import os
 import select
 import shutil
 import socket
-import tempfile
 import time
 
 from twisted.internet import protocol, reactor, tcp
@@ -27,6 +26,7 @@ from choir_twisted.runners.notifications import AUTH_TIMEOUT, NotificationHub
 from choir_twisted.runners.service import RunnerService
 
 from ..support.daemon_process import TwistdDaemon, until
+from ..support.paths import temp_dir
 from ..support.socketio_runner import KNOWN_RUNNERS, hub_site, open_hub_client
 
 
@@ -299,8 +299,7 @@ class HTTPTimeoutsTest(unittest.TestCase):
         self.assertTrue(aborted(transport))
 
     def test_the_runner_service_listens_with_the_bounded_site_and_the_caps(self):
-        data_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, data_dir)
+        data_dir = temp_dir(self)
         memory = MemoryReactorClock()
         limits = L.ConnectionLimits(memory, per_address=1)
         runners = RunnerService(memory, "tcp:0:interface=127.0.0.1", data_dir, limits=limits)
@@ -385,8 +384,7 @@ def http_answers(port, conn=None) -> bool:
 
 class TwistdLimitsTest(unittest.TestCase):
     def setUp(self):
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.tmp)
+        self.tmp = temp_dir(self)
         self.sockets = []
         self.addCleanup(lambda: [s.close() for s in self.sockets])
 

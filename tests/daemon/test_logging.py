@@ -1,9 +1,7 @@
 """Bounded log rotation: ``twistd --logger=choir_twisted.logfile.observer`` (a real twistd)."""
 import glob
 import os
-import shutil
 import socket
-import tempfile
 import time
 
 from twisted.trial import unittest
@@ -12,6 +10,7 @@ from choir_protocol.rehearsal.header import Header
 from choir_twisted import logfile
 
 from ..support.daemon_process import TwistdDaemon
+from ..support.paths import temp_dir
 
 ROTATE_BYTES = 2000
 ROTATED_FILES = 2
@@ -20,8 +19,7 @@ SINGERS = 60  # two lines each (joined, left): about 10 kB, five times what may 
 
 class BoundedLogTest(unittest.TestCase):
     def setUp(self):
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.tmp)
+        self.tmp = temp_dir(self)
         self.log = os.path.join(self.tmp, "logs", "choir.log")
         os.makedirs(os.path.dirname(self.log))
 
@@ -72,8 +70,7 @@ class ObserverOptionsTest(unittest.TestCase):
     def test_the_defaults_bound_the_log_to_110_MB(self):
         self.assertEqual((logfile.DEFAULT_ROTATE_BYTES, logfile.DEFAULT_ROTATED_FILES),
                          (10_000_000, 10))
-        tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, tmp)
+        tmp = temp_dir(self)
         log = logfile.bounded_log_file(os.path.join(tmp, "x.log"), 1000, 3)
         self.addCleanup(log.close)
         self.assertEqual((log.rotateLength, log.maxRotatedFiles), (1000, 3))

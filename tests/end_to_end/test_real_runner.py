@@ -18,9 +18,9 @@ from choir_protocol.rehearsal.constants import SAMPLE_RATE
 from choir_protocol.runners import jobs as J
 from choir_protocol.runners.jobs import JobState, JobType
 
-from ..daemon.rehearsal.test_session import EIGHT_SINGERS, connect_singers
-from ..support.peertube_runner import (RealRunnerCase, local_seconds, make_video, stream,
-                                       stream_seconds, upload)
+from ..support.media_files import make_video
+from ..support.peertube_runner import RealRunnerCase, local_seconds, stream, stream_seconds, upload
+from ..support.sessions import EIGHT_SINGERS, connect_singers
 
 
 class RecordedRehearsalTest(RealRunnerCase):

@@ -7,7 +7,8 @@ import subprocess
 
 from choir_protocol.runners.jobs import JobType
 
-from ..support.peertube_runner import RealRunnerCase, make_video, stream, stream_seconds
+from ..support.media_files import make_video
+from ..support.peertube_runner import RealRunnerCase, stream, stream_seconds
 
 
 def red_corner(path, width, height) -> tuple:

@@ -4,10 +4,8 @@ transcodes it, and the MP4 and the HLS rendition served over HTTP are probed and
 to: the mix, at lag 0."""
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 from ffmpeg import probe as ffprobe
 import numpy as np
@@ -19,10 +17,11 @@ from twisted.web import client
 from choir_clients.demo.simulated import SimulatedDirector
 from choir_protocol.rehearsal.constants import SAMPLE_RATE
 
-from ..clients.runner.test_choir_runner_daemon import COMMAND
-from ..daemon.rehearsal.test_session import EIGHT_SINGERS, connect_singers
 from ..support.audio_reference import best_lag, broadband_track
 from ..support.daemon_process import TwistdDaemon
+from ..support.paths import temp_dir
+from ..support.programs import RUNNER_COMMAND
+from ..support.sessions import EIGHT_SINGERS, connect_singers
 
 
 def decode_audio(path_or_url):
@@ -42,8 +41,7 @@ class RehearsalToVideoTest(unittest.TestCase):
     timeout = 240
 
     def setUp(self):
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.tmp = temp_dir(self)
         self.data_dir = os.path.join(self.tmp, "data")
         self.env = {**os.environ, "CHOIR_CONFIG_DIR": os.path.join(self.tmp, "config")}
 
@@ -76,13 +74,13 @@ class RehearsalToVideoTest(unittest.TestCase):
         # a runner registers and serves
         token = self.admin("tokens", "create", "--url", base)["token"]
         register = await threads.deferToThread(
-            subprocess.run, [*COMMAND, "register", "--url", base, "--registration-token", token,
-                             "--runner-name", "e2e"], env=self.env, capture_output=True,
+            subprocess.run, [*RUNNER_COMMAND, "register", "--url", base, "--registration-token",
+                             token, "--runner-name", "e2e"], env=self.env, capture_output=True,
             text=True, timeout=60)
         self.assertEqual(register.returncode, 0, register.stderr)
         log = open(os.path.join(self.tmp, "runner.log"), "wb")
         self.addCleanup(log.close)
-        runner = subprocess.Popen([*COMMAND, "server", "--concurrency", "2"], env=self.env,
+        runner = subprocess.Popen([*RUNNER_COMMAND, "server", "--concurrency", "2"], env=self.env,
                                   stdout=log, stderr=subprocess.STDOUT)
         self.addCleanup(lambda: runner.poll() is None and (runner.terminate(), runner.wait(30)))
 

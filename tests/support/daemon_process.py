@@ -10,6 +10,7 @@ from twisted.internet import defer, endpoints, reactor, task, threads
 from choir_twisted.rehearsal.protocols import (DeskProtocol, DirectorProtocol, RoomFactory,
                                                SingerProtocol)
 from choir_twisted.rehearsal.room import Room
+
 from .ports import free_port  # noqa: F401 (its users import it from here)
 
 VENV_BIN = os.path.dirname(sys.executable)

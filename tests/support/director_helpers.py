@@ -1,8 +1,7 @@
-"""Helpers for the choir-director tests: config dirs, signals, the 1.1.3 server, levels."""
+"""Helpers for the choir-director tests: signals, the 1.1.3 server, levels."""
 import io
 import os
 import subprocess
-import tempfile
 import threading
 import time
 
@@ -15,21 +14,6 @@ from choir_clients.rehearsal import director
 from choir_protocol.rehearsal.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
 
 from .daemon_process import VENV_BIN, free_port, wait_for_port
-
-
-def private_config(test) -> str:
-    """A config folder of the test's own ($CHOIR_CONFIG_DIR), restored afterwards."""
-    folder = tempfile.mkdtemp()
-    old = os.environ.get("CHOIR_CONFIG_DIR")
-    os.environ["CHOIR_CONFIG_DIR"] = folder
-
-    def restore():
-        if old is None:
-            os.environ.pop("CHOIR_CONFIG_DIR", None)
-        else:
-            os.environ["CHOIR_CONFIG_DIR"] = old
-    test.addCleanup(restore)
-    return folder
 
 
 def make_signal(seconds: float, rate: int, channels: int = 1, seed: int = 3) -> np.ndarray:

@@ -356,16 +356,6 @@ def upload(base_url, api_token, path, name=None, content_type="video/mp4"):
         return e.code, json.loads(e.read() or b"null")
 
 
-def make_video(path, seconds, size="640x360", rate=25, source="testsrc"):
-    """An H.264 + AAC MP4 from ffmpeg's lavfi sources (a test picture, a 440 Hz sine)."""
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
-                    f"{source}=size={size}:rate={rate}", "-f", "lavfi", "-i",
-                    "sine=frequency=440:sample_rate=48000", "-t", str(seconds), "-c:v",
-                    "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
-                    "-shortest", path], check=True, timeout=120)
-    return path
-
-
 def probe(path):
     """ffprobe's JSON (format and streams) of a file or URL."""
     out = subprocess.run(["ffprobe", "-v", "error", "-of", "json", "-show_format",

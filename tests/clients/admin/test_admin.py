@@ -3,55 +3,24 @@ entry point, react, exit statuses) and in-process (``admin.run`` with captured o
 import io
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 
 from twisted.trial import unittest
 
 from choir_clients.admin import admin
-from choir_protocol.runners import jobs as J
 from choir_protocol.runners.jobs import JobError, JobState, JobType
 from choir_twisted.store.store import DB_NAME, Store
 
-from ...support.paths import ROOT
+from ...support.paths import temp_dir
+from ...support.programs import choir_admin
+from ...support.store import StoreFixture, jobs_in_every_state, uploaded_concert
 
 
-def cli(*args):
-    """The command as the operator runs it: -> (exit status, stdout, stderr)."""
-    p = subprocess.run([sys.executable, "-m", "choir_clients.admin.admin", *args], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
-    return p.returncode, p.stdout, p.stderr
-
-
-async def jobs_in_every_state(store, runner, **child):
-    """A pending job, one processing for ``runner`` (42 %), a child waiting for the pending
-    one (``child``: more create_job arguments), a completed one. -> those four."""
-    pending = (await store.create_job(JobType.VOD_HLS, {"n": 1})).job
-    web = (await store.create_job(JobType.VOD_WEB_VIDEO, {"n": 2}, priority=5)).job
-    processing = await store.accept(web.uuid, runner.id)
-    await store.save(J.update(processing, time.time(), progress=42))
-    waiting = (await store.create_job(JobType.VOD_HLS, {"n": 3}, parent_uuid=pending.uuid,
-                                      **child)).job
-    done = (await store.create_job(JobType.VOD_AUDIO_MERGE, {"n": 4})).job
-    done = await store.accept(done.uuid, runner.id)
-    await store.save(J.success(done, time.time()))
-    return pending, processing, waiting, done
-
-
-class AdminTest(unittest.TestCase):
+class AdminTest(StoreFixture, unittest.TestCase):
     timeout = 120
 
-    async def setUp(self):
-        self.dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.dir)
-        self.store = await Store.open(data_dir=self.dir)
-        self.addCleanup(self.store.close)
-
     def cli(self, *args):
-        return cli("--data-dir", self.dir, *args)
+        return choir_admin("--data-dir", self.dir, *args)
 
     async def run_admin(self, *args):
         out, err = io.StringIO(), io.StringIO()
@@ -269,11 +238,7 @@ class AdminTest(unittest.TestCase):
     # -- media -----------------------------------------------------------------------------
 
     async def test_media_list_and_show(self):
-        m = await self.store.create_media("upload", "concert.mp4", path="/srv/in/concert.mp4")
-        await self.store.add_media_file(m.id, "input", "concert.mp4", "/srv/in/concert.mp4",
-                                        size=3 * 1024 * 1024)
-        await self.store.add_media_file(m.id, "output", "720p.mp4", "/srv/out/720p.mp4",
-                                        size=2048)
+        m = await uploaded_concert(self.store)
         job = (await self.store.create_job(JobType.VOD_HLS, {}, media_id=m.id)).job
         code, out, _ = await self.run_admin("media", "list")
         self.assertEqual(code, 0)
@@ -305,7 +270,7 @@ class UsageAndMissingStoreTest(unittest.TestCase):
         for args in ([], ["jobs"], ["frobnicate"], ["tokens", "revoke"],
                      ["jobs", "show", "a", "b"], ["jobs", "list", "--state", "bogus"],
                      ["jobs", "list", "--type", "mp3"], ["--no-such-option", "jobs", "list"]):
-            code, out, err = cli("--data-dir", "/nonexistent/choir", *args)
+            code, out, err = choir_admin("--data-dir", "/nonexistent/choir", *args)
             self.assertEqual(code, 2, args)
             self.assertIn("choir-admin: error:", err, args)
             self.assertFalse(os.path.exists("/nonexistent/choir"))
@@ -317,20 +282,19 @@ class UsageAndMissingStoreTest(unittest.TestCase):
         self.assertIn("see 'choir-admin tokens revoke --help'", err.getvalue())
 
     def test_help_exits_0(self):
-        code, out, _ = cli("--help")
+        code, out, _ = choir_admin("--help")
         self.assertEqual(code, 0)
         self.assertIn("Usage: choir-admin", out)
         for command in ("tokens", "runners", "jobs", "media"):
             self.assertIn(command, out)
-        code, out, _ = cli("jobs", "list", "--help")
+        code, out, _ = choir_admin("jobs", "list", "--help")
         self.assertEqual(code, 0)
         self.assertIn("--state", out)
 
     async def test_missing_data_dir_creates_nothing(self):
-        parent = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, parent)
+        parent = temp_dir(self)
         missing = os.path.join(parent, "choir-data")
-        code, out, err = cli("--data-dir", missing, "jobs", "list")
+        code, out, err = choir_admin("--data-dir", missing, "jobs", "list")
         self.assertEqual((code, out), (1, ""))
         self.assertIn(f"no data directory '{missing}'", err)
         self.assertEqual(os.listdir(parent), [])
@@ -343,12 +307,12 @@ class UsageAndMissingStoreTest(unittest.TestCase):
         os.mkdir(missing)
         for args in (["jobs", "list"], ["tokens", "list"], ["runners", "list"],
                      ["media", "list"], ["tokens", "revoke", "x"]):
-            code, _, err = cli("--data-dir", missing, *args)
+            code, _, err = choir_admin("--data-dir", missing, *args)
             self.assertEqual(code, 1, args)
             self.assertIn(f"no store '{os.path.join(missing, DB_NAME)}'", err)
             self.assertEqual(os.listdir(missing), [], args)
         # tokens create may start the store (before the daemon's first run)
-        code, out, _ = cli("--data-dir", missing, "--json", "tokens", "create")
+        code, out, _ = choir_admin("--data-dir", missing, "--json", "tokens", "create")
         self.assertEqual(code, 0)
         self.assertIn(DB_NAME, os.listdir(missing))
         store = await Store.open(data_dir=missing)

@@ -6,56 +6,27 @@ names no path of the server's."""
 import json
 import os
 import shlex
-import shutil
 import socket
 import subprocess
-import tempfile
-import time
 
 from twisted.trial import unittest
 
 from choir_protocol.version import program_version
 from choir_twisted.publishing.http_url import HTTP_URL_NAME, read_http_url, write_http_url
 
-from ...support.daemon_process import VENV_BIN, TwistdDaemon
+from ...support.daemon_process import TwistdDaemon
+from ...support.media_files import make_video
+from ...support.paths import temp_dir
+from ...support.programs import choir_admin, indented_commands, wait_for_file
 
-ADMIN = os.path.join(VENV_BIN, "choir-admin")
 HOST = socket.gethostname()
-
-
-def admin(*args, cwd=None):
-    """-> (exit status, stdout, stderr) of the installed choir-admin."""
-    p = subprocess.run([ADMIN, *args], capture_output=True, text=True, timeout=60, cwd=cwd)
-    return p.returncode, p.stdout, p.stderr
-
-
-def indented_commands(out: str) -> dict:
-    """The commands a text shows indented on their own lines, by program name."""
-    return {line.split()[0]: line.strip() for line in out.splitlines()
-            if line.startswith("    ")}
-
-
-def make_video(path):
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    "testsrc=s=320x240:d=1", "-f", "lavfi", "-i", "sine=d=1", "-c:v",
-                    "libx264", "-preset", "ultrafast", "-c:a", "aac", path], check=True)
-
-
-def wait_for_file(path, process, deadline=20.0):
-    """Until the daemon has written ``path`` (it does once its HTTP port listens)."""
-    end = time.monotonic() + deadline
-    while not os.path.exists(path):
-        if process.poll() is not None or time.monotonic() > end:
-            raise AssertionError(f"the daemon wrote no {path}")
-        time.sleep(0.05)
 
 
 class PrintedCommandsTest(unittest.TestCase):
     timeout = 120
 
     def setUp(self):
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.tmp = temp_dir(self)
         self.data = os.path.join(self.tmp, "data")
         os.makedirs(self.data)
 
@@ -67,14 +38,14 @@ class PrintedCommandsTest(unittest.TestCase):
         self.assertEqual(read_http_url(self.data), url)  # the interface it listens on
 
         # api-tokens create: the curl line names the daemon, and works as printed
-        code, out, err = admin("-d", self.data, "api-tokens", "create", "--name", "site")
+        code, out, err = choir_admin("-d", self.data, "api-tokens", "create", "--name", "site")
         self.assertEqual((code, err), (0, ""))
         token = out.split("API token: ")[1].split()[0]
         curl = indented_commands(out)["curl"]
         self.assertEqual(curl, f"curl -H 'Authorization: Bearer {token}' -F file=@video.mp4 "
                                f"{url}/api/v1/media")
         self.assertNotIn("guess", out)
-        make_video(os.path.join(self.tmp, "video.mp4"))
+        make_video(os.path.join(self.tmp, "video.mp4"), seconds=1, size="320x240")
         done = subprocess.run([*shlex.split(curl), "-s"], cwd=self.tmp, capture_output=True,
                               text=True, timeout=60)
         self.assertEqual(done.returncode, 0, done.stderr)
@@ -93,7 +64,7 @@ class PrintedCommandsTest(unittest.TestCase):
         self.assertNotIn(self.tmp, refused.stdout)
 
         # tokens create: both runners' register lines, with the same options
-        code, out, err = admin("-d", self.data, "tokens", "create", "--runner-name", "gpu")
+        code, out, err = choir_admin("-d", self.data, "tokens", "create", "--runner-name", "gpu")
         self.assertEqual((code, err), (0, ""))
         token = out.split("Registration token: ")[1].split()[0]
         lines = indented_commands(out)
@@ -104,13 +75,13 @@ class PrintedCommandsTest(unittest.TestCase):
 
         # operator-tokens create names the daemon for choir-admin --url; over HTTP, the
         # URL choir-admin was given is the one the runners are told
-        code, out, err = admin("-d", self.data, "operator-tokens", "create")
+        code, out, err = choir_admin("-d", self.data, "operator-tokens", "create")
         self.assertEqual((code, err), (0, ""))
         operator = out.splitlines()[-1]
         self.assertIn(f"\n    choir-admin --url {url} --token <the token below> jobs list\n",
                       out)
         there = f"http://localhost:{daemon.ports['http']}"
-        code, out, err = admin("--url", there, "--token", operator, "--json", "tokens",
+        code, out, err = choir_admin("--url", there, "--token", operator, "--json", "tokens",
                                "create", "--runner-name", "far")
         self.assertEqual((code, err), (0, ""))
         made = json.loads(out)
@@ -120,7 +91,7 @@ class PrintedCommandsTest(unittest.TestCase):
                          f"{made['token']} --runner-name far")
 
     def test_without_the_daemons_address_the_host_name_is_a_guess_said_so(self):
-        code, out, err = admin("-d", self.data, "tokens", "create", "--runner-name", "a")
+        code, out, err = choir_admin("-d", self.data, "tokens", "create", "--runner-name", "a")
         self.assertEqual((code, err), (0, ""))
         token = out.split("Registration token: ")[1].split()[0]
         self.assertEqual(indented_commands(out)["choir-runner"],
@@ -129,22 +100,22 @@ class PrintedCommandsTest(unittest.TestCase):
         self.assertIn(f"(http://{HOST}:8000 is a guess, this host's name and the default port: "
                       f"the daemon has not written {self.data}/{HTTP_URL_NAME} yet. Pass --url "
                       f"URL to name the address it is reached at.)", out)
-        code, out, _ = admin("-d", self.data, "--json", "api-tokens", "create")
+        code, out, _ = choir_admin("-d", self.data, "--json", "api-tokens", "create")
         made = json.loads(out)
         self.assertEqual((made["url"], made["urlGuessed"]), (f"http://{HOST}:8000", True))
 
         # the address the daemon left (its --public-url, say) wins over the guess...
         write_http_url(self.data, "https://choir.example.org/choir/")
-        code, out, _ = admin("-d", self.data, "api-tokens", "create")
+        code, out, _ = choir_admin("-d", self.data, "api-tokens", "create")
         self.assertTrue(indented_commands(out)["curl"].endswith(
             " https://choir.example.org/choir/api/v1/media"))
         self.assertNotIn("guess", out)
         # ...and the command's own --url over both
-        code, out, _ = admin("-d", self.data, "--json", "tokens", "create", "--url",
+        code, out, _ = choir_admin("-d", self.data, "--json", "tokens", "create", "--url",
                              "http://10.0.0.5:8000")
         self.assertTrue(json.loads(out)["registerCommand"].startswith(
             "choir-runner register --url http://10.0.0.5:8000 --registration-token "))
-        code, out, _ = admin("-d", self.data, "--json", "operator-tokens", "create")
+        code, out, _ = choir_admin("-d", self.data, "--json", "operator-tokens", "create")
         self.assertEqual(json.loads(out)["url"], "https://choir.example.org/choir")
 
 
@@ -153,21 +124,21 @@ class VersionAndUsageTest(unittest.TestCase):
 
     def test_version_is_choir_admins_own(self):
         for args in (["--version"], ["media", "submit", "--version"]):
-            code, out, err = admin(*args)
+            code, out, err = choir_admin(*args)
             self.assertEqual((code, out, err), (0, program_version("choir-admin") + "\n", ""),
                              args)
         self.assertNotIn("Twisted", out)
 
     def test_each_argument_is_named_once_in_the_usage_line(self):
-        code, out, _ = admin("media", "submit", "--help")
+        code, out, _ = choir_admin("media", "submit", "--help")
         self.assertEqual(code, 0)
         self.assertTrue(out.splitlines()[0].endswith(
             " media submit [--name NAME] [--webhook URL] [--resolutions LIST] FILE"), out)
-        code, out, _ = admin("media", "studio", "--help")
+        code, out, _ = choir_admin("media", "studio", "--help")
         self.assertTrue(out.splitlines()[0].endswith(" [--watermark FILE] ID"), out)
-        code, out, _ = admin("jobs", "show", "--help")
+        code, out, _ = choir_admin("jobs", "show", "--help")
         self.assertTrue(out.splitlines()[0].endswith(" jobs show [options] UUID"), out)
-        code, out, err = admin("-d", "/nonexistent/choir", "media", "submit")
+        code, out, err = choir_admin("-d", "/nonexistent/choir", "media", "submit")
         self.assertEqual((code, out), (2, ""))
         self.assertEqual(err, "choir-admin: error: missing FILE\n"
                               "(see 'choir-admin media submit --help')\n")

@@ -2,9 +2,6 @@
 daemon telling its runners of the submitted jobs."""
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 
 from twisted.internet import reactor, threads
@@ -13,26 +10,21 @@ from twisted.trial import unittest
 from choir_protocol.runners.jobs import JobState, JobType
 from choir_twisted.runners.service import RunnerService
 
-from ...daemon.runners.test_runners_daemon import post
+from ...support.media_files import make_video
+from ...support.paths import temp_dir
+from ...support.programs import choir_admin
+from ...support.runner_api import post_runner_api
 from ...support.socketio_runner import connect_socket
-from .test_admin import cli
-
-
-def make_video(path, size="640x360", seconds=2):
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    f"testsrc=s={size}:d={seconds}", "-f", "lavfi", "-i", f"sine=d={seconds}",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", path], check=True)
 
 
 class AdminMediaTest(unittest.TestCase):
     timeout = 120
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.dir)
+        self.dir = temp_dir(self)
 
     def cli(self, *args):
-        return cli("--data-dir", self.dir, *args)
+        return choir_admin("--data-dir", self.dir, *args)
 
     def test_api_tokens_round_trip(self):
         code, out, err = self.cli("--json", "api-tokens", "create", "--name", "website")
@@ -50,7 +42,7 @@ class AdminMediaTest(unittest.TestCase):
 
     def test_submit_a_video_and_refuse_what_is_not_media(self):
         video = os.path.join(self.dir, "concert.mp4")
-        make_video(video, "1280x720")
+        make_video(video, size="1280x720")
         code, out, err = self.cli("--json", "media", "submit", "--resolutions", "360,720,1080",
                                   video)
         self.assertEqual((code, err), (0, ""))
@@ -89,7 +81,8 @@ class AdminMediaTest(unittest.TestCase):
         self.addCleanup(service.stopService)
         port = service.port.getHost().port
         reg = await service.store.create_registration_token()
-        _, answer = await post(port, "register", {"registrationToken": reg.token, "name": "r"})
+        _, answer = await post_runner_api(port, "register", {"registrationToken": reg.token,
+                                                             "name": "r"})
         token = answer["runnerToken"]
         socket = await connect_socket(port, token, self)
 
@@ -101,7 +94,7 @@ class AdminMediaTest(unittest.TestCase):
         heard_at, frame = await socket.arrivals.get()
         self.assertEqual(frame, '42/runners,["available-jobs"]')
         self.assertLess(heard_at - done, 2.0)
-        _, body = await post(port, "jobs/request", {"runnerToken": token})
+        _, body = await post_runner_api(port, "jobs/request", {"runnerToken": token})
         self.assertEqual([j["uuid"] for j in body["availableJobs"]],
                          [j["uuid"] for j in json.loads(out)["jobs"]
                           if j["state"] == JobState.PENDING.label])

@@ -5,10 +5,7 @@ import io
 import json
 import os
 import re
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
 
 import attrs
@@ -20,19 +17,16 @@ from choir_protocol.runners import jobs as J
 from choir_protocol.runners.jobs import JobState, JobType
 from choir_twisted.runners.service import RunnerService
 
-from .test_admin import jobs_in_every_state
-
-
-def ffmpeg(*args):
-    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+from ...support.media_files import ffmpeg
+from ...support.paths import temp_dir
+from ...support.store import jobs_in_every_state, uploaded_concert
 
 
 class RemoteAdminTest(unittest.TestCase):
     timeout = 60
 
     async def setUp(self):
-        self.dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.dir = temp_dir(self)
         self.service = RunnerService(reactor, "tcp:0:interface=127.0.0.1", self.dir)
         await self.service.startService()
         self.addCleanup(self.service.stopService)
@@ -195,11 +189,7 @@ class RemoteAdminTest(unittest.TestCase):
     # -- media -----------------------------------------------------------------------------
 
     async def test_media_list_and_show(self):
-        m = await self.store.create_media("upload", "concert.mp4", path="/srv/in/concert.mp4")
-        await self.store.add_media_file(m.id, "input", "concert.mp4", "/srv/in/concert.mp4",
-                                        size=3 * 1024 * 1024)
-        await self.store.add_media_file(m.id, "output", "720p.mp4", "/srv/out/720p.mp4",
-                                        size=2048)
+        m = await uploaded_concert(self.store)
         job = (await self.store.create_job(JobType.VOD_HLS, {"output": {"resolution": 720}},
                                            media_id=m.id)).job
         code, out, err = await self.remote("media", "show", m.id)

@@ -5,9 +5,7 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 
 import numpy as np
 import soundfile
@@ -25,7 +23,8 @@ from ...support.audio_reference import best_lag, broadband_track, heard_and_sung
 from ...support.daemon_process import InProcessDaemon, free_port
 from ...support.director_helpers import (DIRECTOR, DirectorProcess, RecordingSpeaker, Server113,
                                          connect, director_args, encode, level_ratio, make_signal,
-                                         private_config, run_director, until)
+                                         run_director, until)
+from ...support.paths import private_config, temp_dir
 
 SPECS = [(0.0, 0.0, 2), (0.05, 0.02, 4), (0.15, 0.05, 7)]  # delay s, jitter s, device latency
 
@@ -34,8 +33,7 @@ class DaemonTestCase(unittest.TestCase):
     timeout = 60
 
     def setUp(self):
-        self.folder = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.folder, True)
+        self.folder = temp_dir(self)
         self.config = private_config(self)
         self.daemon = InProcessDaemon(os.path.join(self.folder, "data"))
         self.addCleanup(lambda: defer.ensureDeferred(self.daemon.stop()))
@@ -276,8 +274,7 @@ class OnlineChoir113ServerTest(unittest.TestCase):
     async def test_director_and_desk_against_113_server(self):
         """online-choir 1.1.3's server, simulated singers: the whole mix at lag 0; the desk
         (1.1.3 lists checked-in singers only) lists them, and muting one halves the mix."""
-        folder = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, folder, True)
+        folder = temp_dir(self)
         private_config(self)
         server = Server113(folder)
         self.addCleanup(server.stop)
@@ -320,8 +317,7 @@ class OnlineChoir113ServerTest(unittest.TestCase):
     async def test_at_the_113_desk_port(self):
         """1.1.3's control port says nothing to a director's bytes: once the director gives
         up waiting, it asks the port as a desk would, and names it."""
-        folder = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, folder, True)
+        folder = temp_dir(self)
         private_config(self)
         server = Server113(folder)
         self.addCleanup(server.stop)

@@ -3,9 +3,7 @@ and its exit status. Headless (--simulate), no microphone, --server HOST:PORT, a
 for a wrong port."""
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 
 import numpy as np
 import soundfile
@@ -16,8 +14,9 @@ from choir_protocol.rehearsal.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
 
 from ...support.audio_reference import best_lag, broadband_track, heard_and_sung, mono
 from ...support.daemon_process import InProcessDaemon, TwistdDaemon
-from ...support.director_helpers import DIRECTOR, connect, private_config, spawn_director, until
+from ...support.director_helpers import DIRECTOR, connect, spawn_director, until
 from ...support.jack import ports, run_sounddevice, start_jack_dummy
+from ...support.paths import private_config, temp_dir
 
 SINGERS = [(0.0, 0.0, 2)]  # one simulated singer: delay s, jitter s, device latency (chunks)
 
@@ -32,8 +31,7 @@ class _Folder(unittest.TestCase):
     timeout = 60
 
     def setUp(self):
-        self.folder = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.folder, True)
+        self.folder = temp_dir(self)
         self.env = dict(os.environ, CHOIR_CONFIG_DIR=private_config(self))
 
     def path(self, name):

@@ -4,12 +4,10 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 from twisted.internet import defer, endpoints, protocol, reactor, threads
@@ -34,7 +32,7 @@ from choir_twisted.rehearsal.protocols import RoomFactory, SingerProtocol
 from ...support.audio_reference import best_lag, broadband_track, heard_and_sung, mono
 from ...support.daemon_process import VENV_BIN, InProcessDaemon, free_port, until, wait_for_port
 from ...support.jack import PORTAUDIO_CLIENT, loopback, start_jack_dummy
-from ...support.paths import ROOT
+from ...support.paths import ROOT, private_config, temp_dir
 from ...support.simulated import SimulatedDirector
 
 CHOIR_SINGER = os.path.join(VENV_BIN, "choir-singer")
@@ -318,8 +316,7 @@ class CommandLineTest(unittest.TestCase):
     timeout = 60
 
     def setUp(self):
-        self.config_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.config_dir)
+        self.config_dir = temp_dir(self)
 
     def run_singer(self, *args):
         return threads.deferToThread(subprocess.run, [CHOIR_SINGER, *args], capture_output=True,
@@ -405,13 +402,8 @@ class SingerClientTest(unittest.TestCase):
     timeout = 60
 
     def setUp(self):
-        self.data_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.data_dir)
-        self.config_dir = os.path.join(self.data_dir, "config")
-        old = os.environ.get("CHOIR_CONFIG_DIR")
-        os.environ["CHOIR_CONFIG_DIR"] = self.config_dir
-        self.addCleanup(lambda: os.environ.pop("CHOIR_CONFIG_DIR") if old is None
-                        else os.environ.__setitem__("CHOIR_CONFIG_DIR", old))
+        self.data_dir = temp_dir(self)
+        self.config_dir = private_config(self, os.path.join(self.data_dir, "config"))
 
     def calibrate(self, latency):
         save_config("singer", {"calibration": {"latency_samples": latency, "input_device": None,
@@ -645,8 +637,7 @@ class SubprocessSingerTest(unittest.TestCase):
     timeout = 90
 
     def setUp(self):
-        self.data_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.data_dir)
+        self.data_dir = temp_dir(self)
         self.config_dir = os.path.join(self.data_dir, "config")
 
     def spawn(self, args, env, name):

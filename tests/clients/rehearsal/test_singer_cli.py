@@ -7,10 +7,8 @@ status, what it remembers, and the daemon's recording.
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 
 import numpy as np
 import soundfile
@@ -23,7 +21,7 @@ from choir_protocol.rehearsal.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
 from ...support.audio_reference import best_lag, broadband_track, heard_and_sung, mono, snr_db
 from ...support.daemon_process import VENV_BIN, InProcessDaemon, until
 from ...support.jack import PORTAUDIO_CLIENT, loopback, start_jack_dummy
-from ...support.paths import ROOT
+from ...support.paths import ROOT, temp_dir
 from ...support.simulated import SimulatedDirector
 
 CHOIR_SINGER = os.path.join(VENV_BIN, "choir-singer")
@@ -34,8 +32,7 @@ class SingerProgramTest(unittest.TestCase):
     timeout = 60
 
     def setUp(self):
-        self.folder = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.folder)
+        self.folder = temp_dir(self)
         self.config_dir = os.path.join(self.folder, "config")
         self.config_file = os.path.join(self.config_dir, "singer.json")
         self.env = dict(os.environ, CHOIR_CONFIG_DIR=self.config_dir, PYTHONPATH=ROOT)

@@ -1,15 +1,12 @@
 """choir-runner against the daemon's RunnerService, in-process: real HTTP, socket.io over
 WebSocket on 127.0.0.1, real ffmpeg. Each test registers with the CLI's own ``run`` and
 waits for the runner's own record of the job's end (no sleep-and-hope)."""
-import io
-import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid as uuidlib
 
+from ffmpeg import probe
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
@@ -18,96 +15,15 @@ from choir_protocol.runners import jobs as J
 from choir_protocol.runners import publishing as P
 from choir_protocol.runners.hls_codecs import runner_guess
 from choir_protocol.runners.jobs import JobState, JobType
-from choir_twisted.runners.service import RunnerService
 
+from ...support import media_files
+from ...support.choir_runner import RunnerFixture
 from ...support.daemon_process import until
+from ...support.media_files import ffmpeg
 
 
-def ffmpeg(*args):
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
-
-
-def probe(path) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of",
-                          "json", path], capture_output=True, check=True).stdout
-    return json.loads(out)
-
-
-def make_video(path, seconds=2, size="1280x720", rate=30):
-    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}", "-f", "lavfi", "-i",
-           "sine=frequency=440:sample_rate=48000", "-t", str(seconds), "-c:v", "libx264",
-           "-preset", "ultrafast", "-c:a", "aac", "-pix_fmt", "yuv420p", path)
-    return path
-
-
-class RunnerFixture:
-    """A RunnerService in a temp data dir, a registered choir-runner's config, helpers."""
-
-    async def start_daemon(self):
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.set_env("CHOIR_CONFIG_DIR", os.path.join(self.tmp, "config"))
-        self.service = RunnerService(reactor, "tcp:0:interface=127.0.0.1",
-                                     os.path.join(self.tmp, "data"))
-        await self.service.startService()
-        self.addCleanup(self.service.stopService)
-        self.store = self.service.store
-        self.url = f"http://127.0.0.1:{self.service.port.getHost().port}"
-
-    def set_env(self, name, value):
-        old = os.environ.get(name)
-        os.environ[name] = value
-        self.addCleanup(lambda: os.environ.pop(name) if old is None else
-                        os.environ.__setitem__(name, old))
-
-    async def cli(self, *argv):
-        out, err = io.StringIO(), io.StringIO()
-        code = await R.run(reactor, list(argv), out, err)
-        return code, out.getvalue(), err.getvalue()
-
-    async def register(self, name="runner-1"):
-        token = (await self.store.create_registration_token()).token
-        code, out, err = await self.cli("register", "--url", self.url, "--registration-token",
-                                        token, "--runner-name", name)
-        self.assertEqual(code, 0, err)
-        return token
-
-    def start_runner(self, stop_after_one=False, **kw):
-        """``stop_after_one``: stop as soon as a job ends, so that a failed job, pending
-        again, is not taken again before the test looks at it."""
-        if stop_after_one:
-            kw["on_job_done"] = lambda uuid, outcome: defer.ensureDeferred(runner.stop())
-        runner = R.Runner(reactor, R.load_registrations(), progress_every=0.2,
-                          work_dir=os.path.join(self.tmp, "work"),
-                          on_forget=lambda r: R.forget(r["url"], r["name"]), **kw)
-        os.makedirs(runner.work_dir, exist_ok=True)
-        runner.start()
-        self.addCleanup(runner.stop)  # before the service's cleanup (LIFO)
-        return runner
-
-    async def make_job(self, type, source, payload_builder, *args, private=None, **kw):
-        media = await self.store.create_media("upload", "song", path=source)
-        uuid = str(uuidlib.uuid4())
-        await self.store.create_job(type, payload_builder("", uuid, media.id, *args, **kw),
-                                    media_id=media.id, uuid=uuid, private_payload=private)
-        self.service.hub.notify_available_jobs()  # as the daemon does when it makes a job
-        return uuid, media.id
-
-    async def finished(self, runner, uuid, deadline=90.0):
-        await until(lambda: any(u == uuid for u, _ in runner.outcomes), deadline,
-                    f"job {uuid} to finish")
-        return dict(runner.outcomes)[uuid], await self.store.get_job(uuid)
-
-    async def job_when(self, uuid, predicate, deadline=60.0, what="the job"):
-        for _ in range(int(deadline / 0.1)):
-            job = await self.store.get_job(uuid)
-            if predicate(job):
-                return job
-            await task.deferLater(reactor, 0.1, lambda: None)
-        raise AssertionError(f"timed out waiting for {what}")
-
-    async def outputs(self, media_id):
-        return {f.name: f.path for f in await self.store.media_files(media_id, "output")}
+def make_video(path, seconds=2, size="1280x720"):
+    return media_files.make_video(path, seconds, size, rate=30, source="testsrc2")
 
 
 class ChoirRunnerTest(RunnerFixture, unittest.TestCase):

@@ -1,11 +1,8 @@
 """A real ``choir-runner server`` process against a real ``twistd -n choir``: SIGTERM while
 it transcodes gives the job back (abort: pending, not a failure) and exits 0."""
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import uuid as uuidlib
 
 from twisted.internet import reactor, task
@@ -15,23 +12,20 @@ from choir_protocol.runners import jobs as J
 from choir_protocol.runners.jobs import JobState, JobType
 from choir_twisted.store.store import Store
 
-from ...support.daemon_process import VENV_BIN, TwistdDaemon, until
-
-SCRIPT = os.path.join(VENV_BIN, "choir-runner")
-# the installed console script when there is one (pip install -e .), else the module
-COMMAND = [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "choir_clients.runner.runner"]
+from ...support.daemon_process import TwistdDaemon, until
+from ...support.paths import temp_dir
+from ...support.programs import RUNNER_COMMAND
 
 
 class RunnerProcessTest(unittest.TestCase):
     timeout = 180
 
     def setUp(self):
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.tmp = temp_dir(self)
         self.env = {**os.environ, "CHOIR_CONFIG_DIR": os.path.join(self.tmp, "config")}
 
     def runner(self, *args, **kw):
-        return subprocess.Popen([*COMMAND, *args],
+        return subprocess.Popen([*RUNNER_COMMAND, *args],
                                 env=self.env, **kw)
 
     async def test_sigterm_aborts_the_running_job_and_exits_0(self):

@@ -4,10 +4,8 @@ on when an admin removes one of its runners, and says so and exits 1 when the la
 (removed, or unregistered). The register lines are the ones ``choir-admin tokens create``
 prints, run as printed."""
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid as uuidlib
 
@@ -20,11 +18,10 @@ from choir_protocol.runners.jobs import JobState, JobType
 from choir_protocol.version import program_version
 from choir_twisted.store.store import Store
 
-from ...support.daemon_process import VENV_BIN, TwistdDaemon, free_port, until, wait_for_port
-from ..admin.test_admin_cli import admin, indented_commands, make_video, wait_for_file
-
-SCRIPT = os.path.join(VENV_BIN, "choir-runner")
-RUNNER = [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "choir_clients.runner.runner"]
+from ...support.daemon_process import TwistdDaemon, free_port, until, wait_for_port
+from ...support.media_files import make_video
+from ...support.paths import temp_dir
+from ...support.programs import RUNNER_COMMAND, choir_admin, indented_commands, wait_for_file
 
 
 def error_line(log: str) -> str:
@@ -38,14 +35,13 @@ class RunnerCLI(unittest.TestCase):
     timeout = 90
 
     def setUp(self):
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.tmp = temp_dir(self)
         self.data = os.path.join(self.tmp, "data")
         os.makedirs(self.data)
         self.env = {**os.environ, "CHOIR_CONFIG_DIR": os.path.join(self.tmp, "config")}
 
     def runner(self, *args):
-        p = subprocess.run([*RUNNER, *args], env=self.env, capture_output=True, text=True,
+        p = subprocess.run([*RUNNER_COMMAND, *args], env=self.env, capture_output=True, text=True,
                            timeout=60)
         return p.returncode, p.stdout, p.stderr
 
@@ -57,7 +53,7 @@ class RunnerCLI(unittest.TestCase):
 
     def register_as_printed(self, name, url):
         """``choir-admin tokens create``'s choir-runner line, run as printed."""
-        code, out, err = admin("-d", self.data, "tokens", "create", "--runner-name", name)
+        code, out, err = choir_admin("-d", self.data, "tokens", "create", "--runner-name", name)
         self.assertEqual((code, err), (0, ""))
         line = indented_commands(out)["choir-runner"].split()
         self.assertEqual(line[:4], ["choir-runner", "register", "--url", url])
@@ -67,9 +63,9 @@ class RunnerCLI(unittest.TestCase):
     def start_server(self):
         log_path = os.path.join(self.tmp, "runner.log")
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([*RUNNER, "server", "--concurrency", "1", "--work-dir",
-                                        os.path.join(self.tmp, "work")], env=self.env,
-                                       stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen([*RUNNER_COMMAND, "server", "--concurrency", "1",
+                                        "--work-dir", os.path.join(self.tmp, "work")],
+                                       env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.addCleanup(lambda: process.poll() is None and process.kill())
 
         def log_text():
@@ -90,7 +86,7 @@ class RunnerCLI(unittest.TestCase):
 
     async def test_a_wrong_url_is_not_called_a_wrong_token(self):
         _, url = self.start_daemon()
-        code, out, _ = admin("-d", self.data, "--json", "tokens", "create")
+        code, out, _ = choir_admin("-d", self.data, "--json", "tokens", "create")
         token = out.split('"token": "')[1].split('"')[0]
         wrong = f"{url}/wrong-path"
         code, out, err = self.runner("register", "--url", wrong, "--registration-token", token,
@@ -151,9 +147,10 @@ class RunnerCLI(unittest.TestCase):
         await self.until_logged(log_text, "connected, listening for jobs", 2)
 
         # an operator removes the first runner (over HTTP: the daemon hangs up at once)
-        code, out, _ = admin("-d", self.data, "operator-tokens", "create")
+        code, out, _ = choir_admin("-d", self.data, "operator-tokens", "create")
         operator = out.splitlines()[-1]
-        code, out, err = admin("--url", url, "--token", operator, "runners", "remove", "first")
+        code, out, err = choir_admin("--url", url, "--token", operator, "runners", "remove",
+                                     "first")
         self.assertEqual((code, err), (0, ""))
         await self.until_logged(log_text, f"{url} does not know runner 'first' any more "
                                           f"(its admin removed it): forgetting this "
@@ -164,7 +161,7 @@ class RunnerCLI(unittest.TestCase):
         store = await Store.open(data_dir=self.data)
         self.addCleanup(store.close)
         source = os.path.join(self.tmp, "in.mp4")
-        make_video(source)
+        make_video(source, seconds=1, size="320x240")
         media = await store.create_media("upload", "clip", path=source)
         uuid = str(uuidlib.uuid4())
         await store.create_job(JobType.VOD_WEB_VIDEO,
@@ -178,7 +175,7 @@ class RunnerCLI(unittest.TestCase):
 
         # the last one removed (on the data directory: the daemon hangs up at its next
         # watchdog round): the server says so and exits 1
-        code, _, err = admin("-d", self.data, "runners", "remove", "second")
+        code, _, err = choir_admin("-d", self.data, "runners", "remove", "second")
         self.assertEqual((code, err), (0, ""))
         await until(lambda: process.poll() is not None, 30, "the runner to exit")
         self.assertEqual(process.returncode, 1, log_text())

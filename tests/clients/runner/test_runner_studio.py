@@ -20,7 +20,8 @@ from choir_clients.runner import studio_commands as S
 from choir_protocol.runners import studio as PS
 from choir_protocol.runners.jobs import JobState, JobType
 
-from .test_choir_runner import RunnerFixture
+from ...support.choir_runner import RunnerFixture
+from ...support.media_files import ffmpeg
 
 VIDEO = F.MediaInfo(640, 360, 10.0, True, fps=29.97, audio_codec="aac")
 SILENT = F.MediaInfo(640, 360, 10.0, False, fps=25.0)
@@ -273,10 +274,6 @@ def _media_dir() -> str:
         _MEDIA[""] = tempfile.mkdtemp(prefix="choir-studio-test-")
         atexit.register(shutil.rmtree, _MEDIA[""], True)
     return _MEDIA[""]
-
-
-def ffmpeg(*args):
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
 
 
 def probe(path) -> dict:

@@ -15,9 +15,8 @@ import pytest
 from choir_protocol.runners import signed_links as L
 from choir_twisted.publishing.media_links import SECRET_NAME, load_secret
 
-from .test_publishing import PublishingCase, bearer
+from ...support.publishing import M, PublishingCase, bearer
 
-M = "/api/v1/media"
 SECRET = b"k" * 32
 NOW = 1_700_000_000
 

@@ -9,9 +9,7 @@ import hmac
 import json
 import os
 import re
-import shutil
 import sqlite3
-import tempfile
 
 import attrs
 from ffmpeg import probe as ffmpeg_probe
@@ -28,6 +26,7 @@ from choir_twisted.runners.service import RunnerService
 from ...support.daemon_process import until
 from ...support.http import multipart
 from ...support.media_files import ffmpeg
+from ...support.paths import temp_dir
 from ...support.publishing import M, PublishingCase, bearer, make_session, until_media, until_value
 
 
@@ -68,8 +67,7 @@ class PublishingTest(PublishingCase):
                                    wire["payload"]["input"]["previewFileUrl"])
         self.assertEqual(preview.code, 200)
         self.assertEqual(preview.content_type, "image/png")
-        work = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, work, True)
+        work = temp_dir(self)
         merged = os.path.join(work, "merged.mp4")
         ffmpeg("-i", os.path.join(session, "mix.flac"), "-f", "lavfi", "-i",
                "color=c=blue:s=1280x720:r=25", "-shortest", "-c:v", "libx264", "-preset",
@@ -326,8 +324,7 @@ class PublishRetryTest(unittest.TestCase):
         from choir_twisted.publishing.publisher import PUBLISH_RETRY_FIRST, Publisher
         from choir_twisted.runners.notifications import NotificationHub
         from choir_twisted.store.store import Store
-        data = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, data, True)
+        data = temp_dir(self)
         sessions = os.path.join(data, "sessions")
         session = make_session(sessions)
         store = await Store.open(data_dir=data)

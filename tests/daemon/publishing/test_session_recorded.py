@@ -1,15 +1,14 @@
 """Publishing starts at a session's end: the daemon's room tells the runner side
 (``Room.on_session_recorded``); the sessions directory is scanned only at start-up."""
 import os
-import shutil
-import tempfile
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from choir_twisted.service import Options, makeService
 
-from .test_publishing import make_session, until_media
+from ...support.paths import temp_dir
+from ...support.publishing import make_session, until_media
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 
@@ -18,8 +17,7 @@ class SessionRecordedTest(unittest.TestCase):
     timeout = 60
 
     async def start(self):
-        self.data_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.data_dir, True)
+        self.data_dir = temp_dir(self)
         self.sessions = os.path.join(self.data_dir, "sessions")
         options = Options()
         options.parseOptions(["--data-dir", self.data_dir, "--singers", LOOPBACK,

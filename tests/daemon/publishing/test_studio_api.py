@@ -4,8 +4,6 @@ runner holding it, and the result replaces the max-quality file before every ren
 made again. The test plays the runner by hand (choir-runner and PeerTube's runner have
 their own tests), so every byte served and stored can be checked."""
 import os
-import shutil
-import tempfile
 
 from twisted.internet import threads
 
@@ -13,8 +11,10 @@ from choir_protocol.runners.jobs import JobState, JobType
 from choir_twisted.publishing.publisher import probe_file
 
 from ...support.daemon_process import until
-from ..runners.test_runner_api import multipart
-from .test_publishing import M, PublishingCase, R, ffmpeg, until_value
+from ...support.http import multipart
+from ...support.media_files import ffmpeg
+from ...support.paths import temp_dir
+from ...support.publishing import M, PublishingCase, R, until_value
 
 
 def read(path) -> bytes:
@@ -59,8 +59,7 @@ class StudioAPITest(PublishingCase):
         source = await self.fetch(self.runner, wire["jobToken"],
                                   wire["payload"]["input"]["videoFileUrl"])
         self.assertEqual(source.code, 200, source.body)
-        work = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, work, True)
+        work = temp_dir(self)
         with open(os.path.join(work, "in.mp4"), "wb") as f:
             f.write(source.body)
         res = (wire["payload"].get("output") or {}).get("resolution", 360)

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import time
 
-from twisted.internet import endpoints, reactor
+from twisted.internet import endpoints
 from twisted.trial import unittest
 
 from choir_protocol.rehearsal.constants import FRAMES_PER_CHUNK
@@ -18,8 +18,8 @@ from choir_protocol.rehearsal.header import Header
 
 from ...support.audio_reference import broadband_track
 from ...support.daemon_process import TwistdDaemon, until
+from ...support.sessions import EIGHT_SINGERS, connect_singers
 from ...support.simulated import SimulatedDirector
-from .test_session import EIGHT_SINGERS, connect_singers
 
 STOP_LIMIT = 20.0  # TimeoutStopSec of contrib/choir.service
 # Mounts the small disk, runs twistd (passing SIGTERM on), then copies what is on the disk

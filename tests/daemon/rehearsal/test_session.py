@@ -9,7 +9,7 @@ import tempfile
 
 import numpy as np
 import soundfile
-from twisted.internet import defer, endpoints, reactor, threads
+from twisted.internet import defer, endpoints, threads
 from twisted.trial import unittest
 
 from choir_protocol.rehearsal.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
@@ -18,24 +18,8 @@ from ...support.audio_reference import best_lag, broadband_track, heard_and_sung
 from ...support.daemon_process import VENV_BIN, InProcessDaemon, TwistdDaemon, until
 from ...support.jack import start_jack_dummy
 from ...support.paths import ROOT
-from ...support.simulated import SimulatedDirector, SimulatedSinger
-
-# (network delay s, jitter s, device latency in chunks) of the eight singers
-EIGHT_SINGERS = [(0.0, 0.0, 2), (0.02, 0.01, 3), (0.05, 0.03, 5), (0.1, 0.05, 4),
-                 (0.2, 0.08, 8), (0.3, 0.1, 6), (0.4, 0.1, 12), (0.5, 0.15, 10)]
-
-
-async def connect_singers(test, daemon, specs, **options):
-    """Connect simulated singers; the test waits for them to be disconnected at the end."""
-    singers = []
-    for i, (delay, jitter, latency) in enumerate(specs):
-        singer = SimulatedSinger(reactor, f"singer{i}", "Soprano", delay=delay, jitter=jitter,
-                                 device_latency=latency, seed=i, **options)
-        await endpoints.connectProtocol(daemon.endpoint("singers"), singer)
-        test.addCleanup(lambda s=singer: s.disconnected)
-        test.addCleanup(lambda s=singer: s.transport.loseConnection())
-        singers.append(singer)
-    return singers
+from ...support.sessions import EIGHT_SINGERS, connect_singers
+from ...support.simulated import SimulatedDirector
 
 
 async def until_joined(room, count):

@@ -2,8 +2,6 @@
 the same site, with a real SQLite store and a Clock."""
 import io
 import json
-import shutil
-import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock
@@ -19,11 +17,10 @@ from choir_twisted.runners.notifications import NotificationHub
 from choir_twisted.store.operator import hash_token
 from choir_twisted.store.store import Store
 
-from . import test_runner_api
-from .test_runner_api import Answer
-
-P = "/api/v1/runners"
-T0 = 1_700_000_000.0
+from ...support.http import Answer
+from ...support.paths import temp_dir
+from ...support.runner_api import P, check_problem
+from ...support.store import T0
 
 
 class IsAdminRouteTest(unittest.SynchronousTestCase):
@@ -50,8 +47,7 @@ class AdminAPITest(unittest.TestCase):
     timeout = 30
 
     async def setUp(self):
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.tmp = temp_dir(self)
         self.store = await Store.open(data_dir=self.tmp)
         self.addCleanup(self.store.close)
         self.clock = Clock()
@@ -90,7 +86,7 @@ class AdminAPITest(unittest.TestCase):
                                             producer)
         return Answer(response, await client.readBody(response))
 
-    assertProblem = test_runner_api.RunnerAPITest.assertProblem
+    assertProblem = check_problem
 
     # -- fixtures --
 

@@ -2,68 +2,27 @@
 import json
 import time
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer, endpoints, protocol, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
-from twisted.web import client, resource, server
+from twisted.web import client
 
 from choir_twisted.runners.notifications import NotificationHub
 
-RUNNERS = {"ptrt-good": "runner-1"}
-
-
-class Runner(WebSocketClientProtocol):
-    """A socket.io client as PeerTube's runner behaves (or, with answer_pings off, does not)."""
-
-    answer_pings = True
-
-    def __init__(self):
-        super().__init__()
-        self.frames = defer.DeferredQueue()
-        self.closed = defer.Deferred()
-        self.pings = 0
-
-    def onMessage(self, payload, isBinary):
-        text = payload.decode()
-        if text == "2":
-            self.pings += 1
-            if self.answer_pings:
-                self.sendMessage(b"3")
-        self.frames.put(text)
-
-    def onClose(self, wasClean, code, reason):
-        if not self.closed.called:
-            self.closed.callback(time.monotonic())
-
-    async def next_frame(self, skip_pings=True):
-        while True:
-            frame = await self.frames.get()
-            if not (skip_pings and frame == "2"):
-                return frame
+from ...support.socketio_runner import KNOWN_RUNNERS, hub_site, open_hub_client
 
 
 class NotificationsTest(unittest.TestCase):
     timeout = 20
 
     def start(self, **options):
-        self.hub = NotificationHub(options.pop("clock", reactor), RUNNERS.get, **options)
-        root = resource.Resource()
-        root.putChild(b"socket.io", self.hub.resource())
-        self.port = reactor.listenTCP(0, server.Site(root), interface="127.0.0.1")
+        self.hub = NotificationHub(options.pop("clock", reactor), KNOWN_RUNNERS.get, **options)
+        self.port = reactor.listenTCP(0, hub_site(self.hub), interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
         self.addCleanup(self.hub.stop)
 
     async def connect(self, token="ptrt-good", answer_pings=True, namespace="/runners"):
-        port = self.port.getHost().port
-        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")
-        factory.protocol = type("R", (Runner,), {"answer_pings": answer_pings})
-        opened = defer.Deferred()
-        factory.protocol.onOpen = lambda p: opened.callback(p)
-        await endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
-        runner = await opened
-        self.addCleanup(lambda: runner.closed)
-        self.addCleanup(runner.dropConnection)
+        runner = await open_hub_client(self, self.port.getHost().port, answer_pings)
         opening = await runner.next_frame()
         self.assertEqual(opening[0], "0")
         runner.opening = json.loads(opening[1:])
@@ -160,7 +119,7 @@ class NotificationsTest(unittest.TestCase):
 
     def test_available_jobs_is_debounced_to_once_a_second(self):
         clock = Clock()
-        hub = NotificationHub(clock, RUNNERS.get)
+        hub = NotificationHub(clock, KNOWN_RUNNERS.get)
         for _ in range(5):
             hub.notify_available_jobs()
         self.assertEqual(hub.notifications_sent, 1)  # the first goes at once

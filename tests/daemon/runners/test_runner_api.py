@@ -3,39 +3,21 @@ import io
 import json
 import os
 import secrets
-import shutil
-import tempfile
 
-from twisted.internet import defer, reactor
-from twisted.internet.task import Clock
+from twisted.internet import defer
 from twisted.trial import unittest
 from twisted.web import client
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
+from choir_protocol.networks import parse_networks
 from choir_protocol.runners import jobs as J
 from choir_protocol.runners.jobs import JobState, JobType
-from choir_protocol.runners.urls import parse_networks
-from choir_twisted.runners.api import RunnerAPI, parse_multipart
-from choir_twisted.runners.notifications import NotificationHub
+from choir_twisted.runners.api import parse_multipart
 from choir_twisted.store.store import Store
 
-P = "/api/v1/runners"
-
-
-def multipart(fields=(), files=()):
-    """-> (body, content type). fields: [(name, value)]; files: [(name, filename, bytes)]."""
-    boundary = "----choir" + secrets.token_hex(8)
-    out = io.BytesIO()
-    for name, value in fields:
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-                  .encode() + str(value).encode() + b"\r\n")
-    for name, filename, data in files:
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                  f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                  .encode() + data + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+from ...support.http import Answer, multipart
+from ...support.runner_api import P, check_problem, serve_api
 
 
 class ChunkedProducer:
@@ -61,43 +43,6 @@ class ChunkedProducer:
         pass
 
 
-class Answer:
-    def __init__(self, response, body):
-        self.code = response.code
-        self.length = response.length
-        self.headers = response.headers
-        self.body = body
-
-    @property
-    def json(self):
-        return json.loads(self.body)
-
-    @property
-    def content_type(self):
-        return (self.headers.getRawHeaders(b"content-type") or [b""])[0].decode()
-
-
-async def serve_api(test, max_upload_bytes=10 * 1024 * 1024):
-    """The runner API on 127.0.0.1 for ``test`` (a trial TestCase): a store in a temporary
-    directory, a hub on a Clock, an HTTP agent; all cleaned up after the test."""
-    test.tmp = tempfile.mkdtemp()  # not test.mktemp(): under pytest it lands in the checkout
-    test.addCleanup(shutil.rmtree, test.tmp, True)
-    test.files_dir = os.path.join(test.tmp, "files")
-    os.makedirs(test.files_dir)
-    test.store = await Store.open(data_dir=test.tmp)
-    test.addCleanup(test.store.close)
-    test.clock = Clock()
-    test.clock.advance(1_700_000_000)
-    test.hub = NotificationHub(test.clock, lambda token: None)
-    test.addCleanup(test.hub.stop)
-    test.api = RunnerAPI(test.store, test.hub, test.files_dir, test.clock,
-                         max_upload_bytes=max_upload_bytes)
-    test.port = reactor.listenTCP(0, test.api.site(), interface="127.0.0.1")
-    test.addCleanup(test.port.stopListening)
-    test.pool = client.HTTPConnectionPool(reactor, persistent=False)
-    test.agent = client.Agent(reactor, pool=test.pool)
-
-
 class RunnerAPITest(unittest.TestCase):
     timeout = 30
 
@@ -117,16 +62,7 @@ class RunnerAPITest(unittest.TestCase):
         response = await self.agent.request(b"POST", url, headers, producer)
         return Answer(response, await client.readBody(response))
 
-    def assertProblem(self, answer, status, code=None):
-        self.assertEqual(answer.code, status, answer.body)
-        self.assertEqual(answer.content_type, "application/problem+json")
-        problem = answer.json
-        self.assertEqual(set(problem), {"type", "title", "detail", "status", "code"})
-        self.assertEqual(problem["status"], status)
-        if code is not None:
-            self.assertEqual(problem["code"], code)
-        self.assertTrue(problem["detail"])
-        return problem
+    assertProblem = check_problem
 
     # -- fixtures --
 
@@ -409,8 +345,7 @@ class RunnerAPITest(unittest.TestCase):
         ]
         for path, raw in cases:
             a = await self.post(path, raw=raw)
-            problem = self.assertProblem(a, 400)
-            self.assertIn(problem["code"], ("bad_request",), (path, raw, problem))
+            self.assertProblem(a, 400, "bad_request", (path, raw))
         a = await self.post(f"{P}/jobs/{job.uuid}/update",
                             {"runnerToken": token, "jobToken": job_token, "progress": 101})
         self.assertProblem(a, 400, "invalid_progress")

@@ -8,14 +8,11 @@ timeout and watchdog period. Every wait is on a real event (``until``), never a 
 """
 import json
 import os
-import shutil
 import signal
-import tempfile
 import uuid as uuidlib
 
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
-from twisted.web import client
 
 from choir_protocol.runners import jobs as J
 from choir_protocol.runners.jobs import JobState, JobType
@@ -24,10 +21,11 @@ from choir_twisted.runners.service import RunnerService
 from choir_twisted.store.store import Store
 
 from ...support.daemon_process import TwistdDaemon, until
+from ...support.http import http_post, loopback_agent, multipart
+from ...support.paths import temp_dir
+from ...support.runner_api import (INPUTS, P, check_problem, encode_call, job_token_calls,
+                                   write_inputs)
 from ...support.socketio_runner import connect_socket
-from .test_runner_api import multipart
-from .test_runner_errors import (INPUTS, P, check_problem, encode, http_post, job_token_calls,
-                                 write_inputs)
 
 
 class RunnerClient:
@@ -35,7 +33,7 @@ class RunnerClient:
 
     def __init__(self, port):
         self.port = port
-        self.agent = client.Agent(reactor, pool=client.HTTPConnectionPool(reactor, persistent=False))
+        self.agent = loopback_agent()
 
     async def post(self, path, body=None, kind="json", files=()):
         if kind == "json":
@@ -45,7 +43,7 @@ class RunnerClient:
         return await http_post(self.agent, self.port, path, raw, ctype)
 
     async def call(self, path, kind, fields):
-        raw, ctype = encode(kind, fields)
+        raw, ctype = encode_call(kind, fields)
         return await http_post(self.agent, self.port, path, raw, ctype)
 
     async def register(self, registration_token, name):
@@ -75,8 +73,7 @@ class DaemonTestCase(unittest.TestCase):
     timeout = 90
 
     def setUp(self):
-        self.data_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.data_dir, True)
+        self.data_dir = temp_dir(self)
         self.daemons = 0
 
     def start_daemon(self) -> TwistdDaemon:
@@ -219,8 +216,7 @@ class WatchdogTest(unittest.TestCase):
     STALL = 1.5
 
     async def start(self):
-        self.data_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.data_dir, True)
+        self.data_dir = temp_dir(self)
         self.service = RunnerService(reactor, "tcp:0:interface=127.0.0.1", self.data_dir,
                                      watchdog_interval=0.2, vod_stalled_after=self.STALL)
         self.watchdog_runs = []  # the clock time each finished watchdog pass started at

@@ -1,91 +1,24 @@
 """Every refusal RUNNERS.md names, route by route, over real HTTP on 127.0.0.1.
 
 Each test asserts the exact HTTP status and problem+json ``code``, and that the refused
-call changed nothing. ``job_token_calls`` lists every route that carries a job token (the
-daemon tests use it too). PeerTube itself sends a ``code`` only for its three runner codes
+call changed nothing. ``job_token_calls`` (tests/support/runner_api.py) lists every route
+that carries a job token. PeerTube itself sends a ``code`` only for its three runner codes
 (unknown_runner_token, runner_job_not_in_pending_state, runner_job_not_in_processing_state);
 the other codes here are ours, on PeerTube's statuses.
 """
-import io
 import json
 import os
 import secrets
 
 from twisted.trial import unittest
-from twisted.web import client
-from twisted.web.http_headers import Headers
 
 from choir_protocol.runners import jobs as J
 from choir_protocol.runners.jobs import JobState, JobType
 from choir_twisted.runners.api import MAX_JSON_BYTES
 
-from .test_runner_api import Answer, multipart, serve_api
-
-P = "/api/v1/runners"
-TASK_FILE = "intro.mp4"
-INPUTS = {"max-quality": ("source.wav", b"the source " * 1000),
-          "max-quality-audio": ("audio.wav", b"the audio " * 500),
-          "preview": ("preview.jpg", b"the preview"),
-          "task-files": ("intro.mp4", b"the intro")}
-
-
-def write_inputs(files_dir) -> dict:
-    """Writes the four input files; -> the private payload that names them (relative)."""
-    for name, content in INPUTS.values():
-        with open(os.path.join(files_dir, name), "wb") as f:
-            f.write(content)
-    inputs = {k: name for k, (name, _) in INPUTS.items() if k != "task-files"}
-    inputs["task-files"] = {TASK_FILE: INPUTS["task-files"][0]}
-    return {"inputs": inputs}
-
-
-def job_token_calls(job_uuid, video_id, filename=TASK_FILE):
-    """[(name, path, kind, extra fields, expected file content or None)] for every route that
-    carries a job token. kind: "json", "multipart" (fields only) or "upload" (multipart with
-    a payload[videoFile])."""
-    base = f"{P}/jobs/{job_uuid}"
-    files = f"{base}/files/videos/{video_id}"
-    return [
-        ("update", base + "/update", "json", {"progress": 10}, None),
-        ("update (multipart)", base + "/update", "multipart", {"progress": "10"}, None),
-        ("abort", base + "/abort", "json", {"reason": "r"}, None),
-        ("error", base + "/error", "json", {"message": "m"}, None),
-        ("success (JSON)", base + "/success", "json", {}, None),
-        ("success", base + "/success", "upload", {}, None),
-        ("max-quality", files + "/max-quality", "json", {}, INPUTS["max-quality"][1]),
-        ("max-quality/audio", files + "/max-quality/audio", "json", {},
-         INPUTS["max-quality-audio"][1]),
-        ("previews/max-quality", files + "/previews/max-quality", "json", {},
-         INPUTS["preview"][1]),
-        ("studio/task-files", f"{files}/studio/task-files/{filename}", "json", {},
-         INPUTS["task-files"][1]),
-    ]
-
-
-def encode(kind, fields):
-    """-> (raw body, content type) for a call of ``job_token_calls``."""
-    if kind == "json":
-        return json.dumps(fields).encode(), "application/json"
-    files = [("payload[videoFile]", "out.mp4", b"a forged video")] if kind == "upload" else []
-    return multipart(list(fields.items()), files)
-
-
-async def http_post(agent, port, path, raw, content_type) -> Answer:
-    url = f"http://127.0.0.1:{port}{path}".encode()
-    response = await agent.request(b"POST", url, Headers({b"content-type": [content_type.encode()]}),
-                                   client.FileBodyProducer(io.BytesIO(raw)))
-    return Answer(response, await client.readBody(response))
-
-
-def check_problem(case, answer, status, code, what=""):
-    """The answer is application/problem+json with this status and code."""
-    case.assertEqual(answer.code, status, (what, answer.body))
-    case.assertEqual(answer.content_type, "application/problem+json", what)
-    problem = answer.json
-    case.assertEqual(set(problem), {"type", "title", "detail", "status", "code"}, what)
-    case.assertEqual((problem["status"], problem["code"]), (status, code), what)
-    case.assertTrue(problem["detail"], what)
-    return problem
+from ...support.http import http_post, multipart
+from ...support.runner_api import (INPUTS, P, check_problem, encode_call, job_token_calls,
+                                   serve_api, write_inputs)
 
 
 class RunnerErrorsTest(unittest.TestCase):
@@ -101,7 +34,7 @@ class RunnerErrorsTest(unittest.TestCase):
         return await http_post(self.agent, self.port.getHost().port, path, raw, content_type)
 
     async def call(self, path, kind, fields):
-        raw, ctype = encode(kind, fields)
+        raw, ctype = encode_call(kind, fields)
         return await self.post(path, raw=raw, content_type=ctype)
 
     # -- fixtures --

@@ -3,54 +3,42 @@ pending by another process reaching connected runners within 2 s (the real runne
 never polls)."""
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 from twisted.internet import reactor
 from twisted.trial import unittest
-from twisted.web import client
-from twisted.web.http_headers import Headers
 
 from choir_twisted.runners.service import RunnerService
 from choir_twisted.store.store import Store
 
 from ...support.daemon_process import TwistdDaemon, until
+from ...support.paths import temp_dir
+from ...support.programs import choir_admin
+from ...support.runner_api import post_runner_api
 from ...support.socketio_runner import connect_socket
-
-
-async def post(port, path, body):
-    agent = client.Agent(reactor)
-    response = await agent.request(
-        b"POST", f"http://127.0.0.1:{port}/api/v1/runners/{path}".encode(),
-        Headers({b"content-type": [b"application/json"]}),
-        client.FileBodyProducer(__import__("io").BytesIO(json.dumps(body).encode())))
-    data = await client.readBody(response)
-    return response.code, (json.loads(data) if data else None)
 
 
 class RunnerDaemonTest(unittest.TestCase):
     timeout = 60
 
     def setUp(self):
-        self.data_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.data_dir)
+        self.data_dir = temp_dir(self)
 
     async def test_register_connect_and_hear_of_a_job_made_elsewhere(self):
         daemon = TwistdDaemon(self.data_dir, os.path.join(self.data_dir, "choir.log"))
         self.addCleanup(daemon.stop)
         http = daemon.ports["http"]
-        admin = subprocess.run([sys.executable, "-m", "choir_clients.admin.admin", "--data-dir", self.data_dir,
-                                "--json", "tokens", "create"], capture_output=True, text=True, timeout=30)
-        self.assertEqual(admin.returncode, 0, admin.stderr)
-        token = json.loads(admin.stdout)["token"]
+        code, out, err = choir_admin("--data-dir", self.data_dir, "--json", "tokens", "create")
+        self.assertEqual(code, 0, err)
+        token = json.loads(out)["token"]
 
-        code, body = await post(http, "register", {"registrationToken": token, "name": "runner-1"})
+        code, body = await post_runner_api(http, "register", {"registrationToken": token,
+                                                              "name": "runner-1"})
         self.assertEqual(code, 200, body)
         runner_token = body["runnerToken"]
-        code, body = await post(http, "jobs/request", {"runnerToken": "ptrt-nobody"})
+        code, body = await post_runner_api(http, "jobs/request", {"runnerToken": "ptrt-nobody"})
         self.assertEqual((code, body["code"]), (404, "unknown_runner_token"))
 
         socket = await connect_socket(http, runner_token, self)
@@ -65,7 +53,7 @@ class RunnerDaemonTest(unittest.TestCase):
         heard_at, frame = await socket.arrivals.get()
         self.assertEqual(frame, '42/runners,["available-jobs"]')
         self.assertLess(heard_at - made, 2.0)
-        code, body = await post(http, "jobs/request", {"runnerToken": runner_token})
+        code, body = await post_runner_api(http, "jobs/request", {"runnerToken": runner_token})
         self.assertEqual(code, 200)
         self.assertEqual([j["type"] for j in body["availableJobs"]], ["vod-web-video-transcoding"])
 
@@ -74,8 +62,7 @@ class HttpPortInUseTest(unittest.TestCase):
     timeout = 60
 
     def test_a_daemon_that_cannot_listen_for_runners_says_so_and_exits(self):
-        data_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, data_dir)
+        data_dir = temp_dir(self)
         import socket as sockets
         taken = sockets.socket()
         self.addCleanup(taken.close)
@@ -100,14 +87,14 @@ class AnnouncedOnceTest(unittest.TestCase):
     async def test_what_the_daemon_makes_pending_is_announced_once_and_others_changes_too(self):
         from choir_protocol.runners import jobs as J
         from choir_twisted.runners.service import RunnerService
-        data_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, data_dir)
+        data_dir = temp_dir(self)
         service = RunnerService(reactor, "tcp:0:interface=127.0.0.1", data_dir)
         await service.startService()
         self.addCleanup(service.stopService)
         hub, port = service.hub, service.port.getHost().port
         reg = await service.store.create_registration_token()
-        _, body = await post(port, "register", {"registrationToken": reg.token, "name": "r"})
+        _, body = await post_runner_api(port, "register", {"registrationToken": reg.token,
+                                                           "name": "r"})
         token = body["runnerToken"]
         job = (await service.store.create_job(
             "vod-hls-transcoding", J.hls_payload("", "x", "x", 480, 30))).job
@@ -116,11 +103,12 @@ class AnnouncedOnceTest(unittest.TestCase):
             last = await service.store.last_event()
             await until(lambda: service._seq >= last, what="the change feed")
         await feed_caught_up()
-        _, accepted = await post(port, f"jobs/{job.uuid}/accept", {"runnerToken": token})
+        _, accepted = await post_runner_api(port, f"jobs/{job.uuid}/accept",
+                                            {"runnerToken": token})
         sent = hub.notifications_sent
-        code, _ = await post(port, f"jobs/{job.uuid}/abort",
-                             {"runnerToken": token, "jobToken": accepted["job"]["jobToken"],
-                              "reason": "r"})
+        code, _ = await post_runner_api(port, f"jobs/{job.uuid}/abort",
+                                        {"runnerToken": token, "reason": "r",
+                                         "jobToken": accepted["job"]["jobToken"]})
         self.assertEqual(code, 204)
         self.assertEqual(hub.notifications_sent, sent + 1)  # at once, by the API
         await feed_caught_up()
@@ -140,8 +128,7 @@ class RemovedRunnerTest(unittest.TestCase):
     timeout = 30
 
     async def test_a_removed_runner_hears_of_no_more_jobs(self):
-        data_dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, data_dir, True)
+        data_dir = temp_dir(self)
         service = RunnerService(reactor, "tcp:0:interface=127.0.0.1", data_dir,
                                 watchdog_interval=0.05)
         await service.startService()
@@ -150,12 +137,12 @@ class RemovedRunnerTest(unittest.TestCase):
         reg = await service.store.create_registration_token()
         tokens = {}
         for name in ("leaves", "removed", "stays"):
-            code, body = await post(http, "register", {"registrationToken": reg.token,
-                                                       "name": name})
+            code, body = await post_runner_api(http, "register",
+                                               {"registrationToken": reg.token, "name": name})
             tokens[name] = body["runnerToken"]
         sockets = {name: await connect_socket(http, token, self) for name, token in tokens.items()}
 
-        code, _ = await post(http, "unregister", {"runnerToken": tokens["leaves"]})
+        code, _ = await post_runner_api(http, "unregister", {"runnerToken": tokens["leaves"]})
         self.assertEqual(code, 204)
         await sockets["leaves"].closed
         self.assertEqual(sockets["leaves"].frames[-1], "41/runners,")

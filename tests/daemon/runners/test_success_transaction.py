@@ -1,34 +1,22 @@
 """A job's success: its result files are listed in the transaction that makes it COMPLETED,
 so whoever follows the store (the change feed, the webhook after it) never sees the job done
 without its files."""
-import io
 import os
 import secrets
 import sqlite3
 
-from twisted.internet import reactor
 from twisted.trial import unittest
-from twisted.web import client
-from twisted.web.http_headers import Headers
 
 from choir_protocol.runners import jobs as J
 from choir_protocol.runners.jobs import JobState, JobType
 from choir_twisted.store.store import DB_NAME
 
-from .test_runner_api import multipart, serve_api
-
-P = "/api/v1/runners"
+from ...support.http import http_post, multipart
+from ...support.runner_api import P, serve_api
 
 
 class SuccessTransactionTest(unittest.TestCase):
     timeout = 30
-
-    async def post(self, path, raw, content_type):
-        url = f"http://127.0.0.1:{self.port.getHost().port}{path}".encode()
-        response = await self.agent.request(
-            b"POST", url, Headers({b"content-type": [content_type.encode()]}),
-            client.FileBodyProducer(io.BytesIO(raw)))
-        return response.code, await client.readBody(response)
 
     def watch_commits(self):
         """After every transaction of the store's pool, what another process reading the
@@ -68,8 +56,9 @@ class SuccessTransactionTest(unittest.TestCase):
             [("runnerToken", runner.token), ("jobToken", job.job_token)],
             [("payload[videoFile]", "out.mp4", os.urandom(10_000)),
              ("payload[resolutionPlaylistFile]", "out.m3u8", b"#EXTM3U\nout.mp4\n")])
-        code, answer = await self.post(f"{P}/jobs/{uuid}/success", body, ctype)
-        self.assertEqual(code, 204, answer)
+        answer = await http_post(self.agent, self.port.getHost().port,
+                                 f"{P}/jobs/{uuid}/success", body, ctype)
+        self.assertEqual(answer.code, 204, answer.body)
 
         completed = [s for s in seen if s]
         self.assertTrue(completed, "no commit made the job COMPLETED")

@@ -18,8 +18,8 @@ from choir_twisted.runners.multipart import MultipartError, leading_fields
 from choir_twisted.runners.upload_gate import MAX_UPLOADS_PER_TOKEN
 
 from ...support.daemon_process import until
-from ..publishing.test_publishing import PublishingCase, bearer
-from .test_runner_api import Answer
+from ...support.http import Answer
+from ...support.publishing import PublishingCase, bearer
 
 R = "/api/v1/runners"
 M = "/api/v1/media"

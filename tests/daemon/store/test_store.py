@@ -1,7 +1,5 @@
 """The SQLite store on adbapi: a real file in a temporary directory."""
 import os
-import shutil
-import tempfile
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -11,23 +9,7 @@ from choir_protocol.runners.jobs import JobError, JobState, JobType
 from choir_protocol.runners.tokens import hash_token, token_prefix
 from choir_twisted.store.store import DB_NAME, StaleJob, Store
 
-T0 = 1_700_000_000.0
-
-
-class StoreFixture:
-    """A store in a temporary directory (for trial TestCases)."""
-
-    timeout = 30
-
-    async def setUp(self):
-        self.dir = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.dir)
-        self.store = await Store.open(data_dir=self.dir)
-        self.addCleanup(self.store.close)
-
-    async def runner(self, name="r1"):
-        tok = await self.store.create_registration_token(now=T0)
-        return await self.store.register_runner(tok.token, name, "d", "1.0", "10.0.0.1", now=T0)
+from ...support.store import T0, StoreFixture, assertNotStored
 
 
 class StoreTest(StoreFixture, unittest.TestCase):
@@ -222,32 +204,6 @@ class StoreTest(StoreFixture, unittest.TestCase):
         self.assertEqual((await self.store.get_job(tr.job.uuid)).uuid, tr.job.uuid)
         self.store.close()
         self.assertIsNone(self.store._reader_conn())  # closed: nothing is reopened
-
-
-def stored_bytes(directory) -> bytes:
-    """Everything of the store on disk: the database, its WAL and its shared memory."""
-    out = b""
-    for suffix in ("", "-wal", "-shm"):
-        try:
-            with open(os.path.join(directory, DB_NAME + suffix), "rb") as f:
-                out += f.read()
-        except FileNotFoundError:
-            pass
-    return out
-
-
-KINDS = ("choir-op-", "ptrrt-", "ptrt-", "ptrjt-", "choir-")  # the tokens' prefixes
-
-
-def assertNotStored(test, directory, token, seen=None):
-    """Neither the token nor its random part is anywhere in the store's files; ``seen``
-    (text the store does keep) is, so the files are read as they are stored."""
-    data = stored_bytes(directory)
-    if seen is not None:
-        test.assertTrue(seen.encode() in data, f"{seen!r} is not in the store's files")
-    kind = next(k for k in KINDS if token.startswith(k))
-    for needle in (token, token[len(kind):]):
-        test.assertFalse(needle.encode() in data, f"{needle!r} is in the store's files")
 
 
 class TokensAtRestTest(StoreFixture, unittest.TestCase):

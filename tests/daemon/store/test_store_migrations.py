@@ -1,8 +1,6 @@
 """Store: compare-and-set against the whole record, schema migrations, media publishing."""
 import os
-import shutil
 import sqlite3
-import tempfile
 
 from twisted.internet import defer
 from twisted.trial import unittest
@@ -12,7 +10,8 @@ from choir_protocol.runners.jobs import JobState, JobType
 from choir_twisted.store.store import DB_NAME, SCHEMA_VERSION, StaleJob, Store
 
 from ...support.daemon_process import until
-from .test_store import T0, StoreFixture, assertNotStored, stored_bytes
+from ...support.paths import temp_dir
+from ...support.store import T0, StoreFixture, assertNotStored, stored_bytes
 
 # the tables of version 4 that version 5 changes (tokens in clear), and those they name
 VERSION_4_SCHEMA = """
@@ -76,8 +75,7 @@ class MigrationTest(unittest.TestCase):
     timeout = 30
 
     async def test_a_version_1_store_is_brought_up_to_date_keeping_its_rows(self):
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
+        directory = temp_dir(self)
         path = os.path.join(directory, DB_NAME)
         db = sqlite3.connect(path)  # the schema as version 1 made it
         db.executescript("""
@@ -107,8 +105,7 @@ class MigrationTest(unittest.TestCase):
 
     async def test_a_version_3_store_gets_registration_token_ids_and_operator_tokens(self):
         import re
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
+        directory = temp_dir(self)
         path = os.path.join(directory, DB_NAME)
         db = sqlite3.connect(path)  # the tables version 3 made that version 4 changes
         db.executescript("""
@@ -162,8 +159,7 @@ class MigrationTest(unittest.TestCase):
                          [tokens[1].id, new.id])
 
     async def test_a_version_4_store_keeps_its_tokens_working_and_in_clear_nowhere(self):
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
+        directory = temp_dir(self)
         path = os.path.join(directory, DB_NAME)
         old = {kind: f"{kind}-{os.urandom(16).hex()}" for kind in
                ("ptrrt", "ptrt", "ptrjt", "choir")}
@@ -229,8 +225,7 @@ class MigrationTest(unittest.TestCase):
 
     async def test_a_store_that_cannot_be_opened_leaves_no_thread_behind(self):
         import threading
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
+        directory = temp_dir(self)
         path = os.path.join(directory, DB_NAME)
         with open(path, "wb") as f:
             f.write(b"this is not a database" * 100)
@@ -241,8 +236,7 @@ class MigrationTest(unittest.TestCase):
                                  if t.is_alive() and not t.daemon], what="the pool's threads")
 
     async def test_a_newer_store_is_refused(self):
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
+        directory = temp_dir(self)
         path = os.path.join(directory, DB_NAME)
         db = sqlite3.connect(path)
         db.executescript(f"CREATE TABLE schema_version (version INTEGER NOT NULL);"
@@ -259,8 +253,7 @@ class PublishMediaTest(unittest.TestCase):
     timeout = 30
 
     async def test_media_files_and_jobs_in_one_transaction(self):
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
+        directory = temp_dir(self)
         store = await Store.open(data_dir=directory)
         self.addCleanup(store.close)
         source = os.path.join(directory, "a.flac")
@@ -301,8 +294,7 @@ class ConcurrentOpenTest(unittest.TestCase):
         import subprocess
         import sys
         for _ in range(3):
-            directory = tempfile.mkdtemp()
-            self.addCleanup(shutil.rmtree, directory)
+            directory = temp_dir(self)
             go = os.path.join(directory, "go")
             processes = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, directory, go],
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -317,8 +309,7 @@ class ConcurrentOpenTest(unittest.TestCase):
         # holding the write lock from its first read, and the other finds version 5 (a
         # token hashed twice would lock its runner out)
         from twisted.internet import reactor, task
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
+        directory = temp_dir(self)
         path = os.path.join(directory, DB_NAME)
         token = "ptrt-" + os.urandom(16).hex()
         db = sqlite3.connect(path, isolation_level=None)
