@@ -50,6 +50,7 @@ from choir_clients.demo.signals import broadband_track  # noqa: E402
 from choir_clients.demo.simulated import SimulatedDirector, SimulatedSinger  # noqa: E402
 from choir_protocol.rehearsal.constants import SAMPLE_RATE  # noqa: E402
 from choir_protocol.runners.jobs import FINAL_STATES, JobState, JobType  # noqa: E402
+from choir_twisted.rehearsal.summary_file import read_summary  # noqa: E402
 
 from tests.support import peertube_runner as H  # noqa: E402
 from tests.support.daemon_process import VENV_BIN, TwistdDaemon  # noqa: E402
@@ -111,12 +112,9 @@ async def record(reactor, work, seconds, singers):
 
         def ready():
             try:
-                with open(os.path.join(directory, "session.json")) as f:
-                    summary = json.load(f)
+                return read_summary(directory).publishable
             except (OSError, ValueError):
                 return False
-            return summary.get("state") not in (None, "recording") and \
-                summary.get("tracks") in ("ready", "failed")
         for _ in range(1200):
             if ready():
                 break

@@ -9,7 +9,6 @@ to its ``--desk-from`` networks, and to the address of a connected director: so 
 desk is refused, a director that sends its header and nothing more opens it.
 """
 import collections
-import json
 import os
 
 import attrs
@@ -17,7 +16,9 @@ import numpy as np
 from twisted.internet import endpoints, error, task, threads
 
 from choir_protocol.rehearsal.header import Header
+from choir_protocol.rehearsal.session_summary import SessionSummary
 from choir_protocol.version import program_version
+from choir_twisted.rehearsal.summary_file import read_summary
 
 from ..cli import plain_reason
 from ..rehearsal.desk_client import DeskError, connect_desk
@@ -160,7 +161,7 @@ class Record:
     """A session as the daemon recorded it."""
 
     directory: str
-    summary: dict  # its session.json
+    summary: SessionSummary  # its session.json
 
 
 async def session_record(reactor, daemon: Daemon, before: set, director_port: int):
@@ -180,11 +181,11 @@ async def session_record(reactor, daemon: Daemon, before: set, director_port: in
     directory = os.path.join(sessions, new[-1])
     for name in new:  # ours, if the daemon saw our director's port
         summary = _summary(os.path.join(sessions, name))
-        if summary and str(summary.get("director", "")).endswith(f":{director_port}"):
+        if summary and summary.director.endswith(f":{director_port}"):
             directory = os.path.join(sessions, name)
     for _ in range(int(RECORD_TIMEOUT / POLL)):
         summary = _summary(directory)
-        if summary and summary.get("tracks") in ("ready", "failed", "pending"):
+        if summary and summary.recorded:
             return Record(directory, summary)
         await task.deferLater(reactor, POLL, lambda: None)
     raise DemoError(f"the daemon has not finished writing {directory} after {RECORD_TIMEOUT:g} s")
@@ -195,11 +196,10 @@ def _read(directory):
     return Record(directory, summary) if summary is not None else None
 
 
-def _summary(directory):
+def _summary(directory) -> SessionSummary | None:
     try:
-        with open(os.path.join(directory, "session.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        return read_summary(directory)
+    except (OSError, ValueError):  # not written yet, or being written
         return None
 
 

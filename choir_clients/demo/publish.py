@@ -5,8 +5,6 @@ the same process, with the progress shown as it goes; then where to watch it.
 The HTTP endpoint (runner API and media API, on 127.0.0.1) lives only as long as the
 publishing, unless ``serve``: then it stays up, serving the HLS stream at a signed URL
 (a player follows its relative links), until the reactor stops (Ctrl-C)."""
-import json
-import os
 import sys
 import tempfile
 import time
@@ -15,6 +13,7 @@ from twisted.internet import defer, task
 
 from choir_protocol.runners import jobs as J
 from choir_protocol.runners import publishing as P
+from choir_twisted.rehearsal.summary_file import read_summary
 
 from ..runner.runner import Runner
 
@@ -28,8 +27,7 @@ async def publish(reactor, data_dir, session_dir, serve: bool = False,
     await service.startService()
     runner = None
     try:
-        with open(os.path.join(session_dir, "session.json")) as f:
-            summary = json.load(f)
+        summary = read_summary(session_dir)
         started = time.monotonic()
         media = await service.publisher.publish_recording(session_dir, summary)
         if media is None:

@@ -15,6 +15,7 @@ import numpy as np
 import soundfile
 
 from choir_protocol.rehearsal.constants import FRAMES_PER_CHUNK, SAMPLE_RATE
+from choir_protocol.rehearsal.session_summary import SingerSummary
 
 from .signals import best_lag, snr_db
 from .voices import Voice, expected_stem
@@ -42,7 +43,7 @@ class Outcome:
 
     plan: SingerPlan
     calibrated: int  # the latency calibration measured, samples
-    entry: dict | None = None  # the singer in the daemon's session.json; None: not in it
+    entry: SingerSummary | None = None  # the singer in the daemon's session.json; None: not in it
     mixed: bool | None = None  # None: unknown (the daemon's recordings are elsewhere)
     track: str | None = None  # the singer's own recorded track
     offset: int | None = None  # samples, the recorded track against the singer's voice
@@ -50,7 +51,7 @@ class Outcome:
 
     @property
     def missing(self) -> int:
-        return int((self.entry or {}).get("missing") or 0)
+        return self.entry.missing if self.entry is not None else 0
 
     @property
     def in_time(self) -> bool:
@@ -58,8 +59,8 @@ class Outcome:
             self.snr is None or self.snr >= MIN_SNR_DB) and not self.missing
 
     def verdict(self) -> str:
-        entry = self.entry or {}
-        state = entry.get("state")
+        entry = self.entry
+        state = entry.state if entry is not None else None
         if self.mixed is False:
             if self.entry is None:
                 return "not mixed: the daemon did not have this singer when the session began"
@@ -82,7 +83,7 @@ class Outcome:
             seconds = self.missing * FRAMES_PER_CHUNK / SAMPLE_RATE
             words.append(f"{self.missing} chunks ({seconds:.1f} s) missing")
         if state == "left":
-            words.append(f"left at chunk {entry.get('left_at')} ({entry.get('reason')})")
+            words.append(f"left at chunk {entry.left_at} ({entry.reason})")
         return ", ".join(words)
 
 
@@ -105,12 +106,12 @@ def outcomes(plans, calibrations, record, desk_mixed, track) -> list:
     """Each singer's Outcome, from ``record`` (the daemon's Record of the session) or, when
     its recordings are elsewhere, from ``desk_mixed`` (a Counter of (name, group) the
     daemon's desk lists in the session), else unknown."""
-    entries = list((record.summary.get("singers") or []) if record is not None else [])
+    entries = list(record.summary.singers if record is not None else ())
     files = _tracks_by_row(record)
     result = []
     for plan, calibrated in zip(plans, calibrations):
         entry = next((e for e in entries
-                      if (e.get("name"), e.get("group")) == (plan.name, plan.group)), None)
+                      if (e.name, e.group) == (plan.name, plan.group)), None)
         if entry is not None:
             entries.remove(entry)  # two singers of the same name each get their own
         if record is None:
@@ -120,8 +121,8 @@ def outcomes(plans, calibrations, record, desk_mixed, track) -> list:
                 desk_mixed[plan.name, plan.group] -= mixed
             result.append(Outcome(plan, calibrated, mixed=mixed))
             continue
-        mixed = entry is not None and (entry.get("row", -1) >= 0 and (entry.get("chunks") or 0) > 0)
-        path = files.get(entry.get("row")) if mixed else None
+        mixed = entry is not None and entry.row >= 0 and entry.chunks > 0
+        path = files.get(entry.row) if mixed else None
         offset = snr = None
         if path is not None:
             recorded, _ = soundfile.read(path, dtype="int16")
@@ -136,7 +137,7 @@ def _tracks_by_row(record) -> dict:
     if record is None:
         return {}
     tracks = {}
-    for name in record.summary.get("files") or []:
+    for name in record.summary.files or ():
         number = name[len("singer-"):len("singer-") + 3]
         if name.startswith("singer-") and number.isdigit():
             tracks[int(number) - 1] = os.path.join(record.directory, name)
@@ -171,7 +172,7 @@ def print_report(results, mix: MixCheck, record, out, *, recordings_hint="") -> 
     singer in a line."""
     n = len(results)
     mixed = sum(1 for r in results if r.mixed)
-    seconds = ((record.summary.get("mix_chunks") or 0) if record is not None else mix.chunks
+    seconds = (record.summary.mix_chunks if record is not None else mix.chunks
                ) * FRAMES_PER_CHUNK / SAMPLE_RATE
     if any(r.mixed is None for r in results):
         who = f"{n} singers (who was mixed is unknown)"
@@ -213,7 +214,7 @@ def print_listen(record, output, out) -> None:
     """Where to listen: the mix and each singer's track, as the daemon recorded them."""
     lines = []
     if record is not None:
-        files = record.summary.get("files") or []
+        files = record.summary.files or ()
         if "mix.flac" in files:
             lines.append(("the mix", os.path.join(record.directory, "mix.flac")))
         tracks = [f for f in files if f != "mix.flac"]
@@ -242,9 +243,9 @@ def print_details(results, mix: MixCheck, out) -> None:
           f"{'card latency':>12} {'calibrated':>10} {'chunks':>6} {'late':>5} {'missing':>7} "
           f"{'offset':>6} {'SNR':>7}   (latencies and offsets in samples)", file=out)
     for r in results:
-        p, e = r.plan, r.entry or {}
-        chunks = (f"{e.get('chunks', 0):6d} {e.get('late', 0):5d} {e.get('missing', 0):7d}"
-                  if r.entry is not None else f"{'':6} {'':5} {'':7}")
+        p, e = r.plan, r.entry
+        chunks = (f"{e.chunks:6d} {e.late:5d} {e.missing:7d}"
+                  if e is not None else f"{'':6} {'':5} {'':7}")
         offset = "n/a" if r.offset is None else str(r.offset)
         snr = "n/a" if r.snr is None else f"{r.snr:.1f} dB"
         print(f"{p.name:<10} {p.group:<9} {p.voice.note:<4} {p.delay * 1000:4.0f}ms "
