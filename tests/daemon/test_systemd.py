@@ -29,6 +29,7 @@ from choir_protocol.rehearsal.header import Header
 from choir_twisted.service import Options
 
 from ..support import paths
+from ..support.ports import free_ports
 
 ROOT = Path(paths.ROOT)
 CONTRIB = ROOT / "contrib"
@@ -134,23 +135,12 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path, socket_activation):
 
 # -- socket activation of the real daemon ------------------------------------------------
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 class SocketActivated:
     """``systemd-socket-activate -l ... --fdname=... twistd ... choir ...`` in its own
     process group; ``listeners`` are (role, fd name) in LISTEN_FDS order."""
 
     def __init__(self, output_path: Path, listeners, twistd_args):
-        self.ports = dict(zip((role for role, _ in listeners), _free_ports(len(listeners))))
+        self.ports = dict(zip((role for role, _ in listeners), free_ports(len(listeners))))
         self.order = [role for role, _ in listeners]
         command = [_systemd_tool("systemd-socket-activate")]
         for role, _ in listeners:
