@@ -23,6 +23,9 @@ Measured over the session (director connect to last mix chunk): daemon CPU
 (director got mix chunk i) - (last singer sent chunk i); daemon RSS at the end;
 and the generator's own CPU, so that a saturated generator can be told apart
 from a saturated daemon. See bench/README.md for the columns.
+
+Over 400 lines, as a bench is one script to run and read alone: the load generator, the
+daemon's start and the table are used nowhere else.
 """
 import argparse
 import concurrent.futures

@@ -43,6 +43,9 @@ Attacks (``--only`` takes their names or numbers, comma-separated):
 
 The parts: exhaustion_attacks.py (the attackers), exhaustion_legit.py (the legit runner and
 rehearsal), exhaustion_daemon.py (the daemon under test and its helpers).
+
+Over 400 lines, as a bench is one script to run and read alone (the attacks are in
+exhaustion_attacks.py, the legitimate users in exhaustion_legit.py).
 """
 import argparse
 import json

@@ -1,6 +1,10 @@
 """The exhaustion bench's attackers: the socket plumbing (``Control``, ``connect_from``, ``Swarm``)
 and one ``attack_*(params, conn)`` per attack, each run in a process of its own; it says
-'ramped' on ``conn`` once its connections are made, and sends its report when told to stop."""
+'ramped' on ``conn`` once its connections are made, and sends its report when told to stop.
+
+Over 400 lines: eight attacks on one socket plumbing, each a function of its own; they are
+used only by bench/exhaustion.py.
+"""
 import collections
 import os
 import random

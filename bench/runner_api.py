@@ -29,6 +29,9 @@ request in flight per connection: a closed loop), timing with ``time.monotonic``
 
 The daemon's CPU (psutil, all threads) and the generators' own CPU are reported for each
 phase: a generator near 100 % of a core would be the bottleneck, not the daemon.
+
+Over 400 lines, as a bench is one script to run and read alone: its seeding, load generator,
+daemon and table are used nowhere else.
 """
 import argparse
 import json

@@ -20,6 +20,9 @@ forgotten, as peertube-runner does; ``server`` follows runner.json while it runs
 it says so and exits 1.
 
 Exit status: 0, 1 on an operational error (one line on stderr), 2 on a usage error.
+
+Just over 400 lines: the program's commands and the server loop that they start;
+registration and the file watch are in register.py and serve.py.
 """
 import sys
 from urllib.parse import urlsplit

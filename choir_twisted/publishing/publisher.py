@@ -14,6 +14,9 @@ master playlist and their webhook.
   master playlist is written over the completed renditions, and the webhook (the media's
   own, else the daemon's) is POSTed the media's JSON, with retries; the outcome is stored,
   and undelivered webhooks are retried at the next start.
+
+Just over 400 lines: the publishing steps of a media (plan, jobs, master playlist, webhook)
+share its state; the cover and the studio are modules of their own.
 """
 import datetime
 import hashlib

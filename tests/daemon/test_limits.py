@@ -2,6 +2,9 @@
 
 Unit tests on a Clock with in-memory transports; then real twistd daemons on loopback,
 one of them started with a low RLIMIT_NOFILE (util-linux's ``prlimit``).
+
+Over 400 lines: each cap and timeout on a Clock, then the same in real daemons; together
+because the caps are shared by every port.
 """
 import http.client
 import os

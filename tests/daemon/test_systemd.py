@@ -6,6 +6,9 @@ LISTEN_FDNAMES set, as systemd does for contrib/choir.socket. They then speak th
 rehearsal protocol on the singers, director and desk ports and HTTP (the runner API and
 the media API) on the fourth, and check in /proc that the daemon listens only on the
 sockets it inherited. They fail (never skip) when the systemd tools are missing.
+
+Over 400 lines: the units and a socket-activated daemon speaking every protocol, which need
+the same process plumbing.
 """
 import http.client
 import json

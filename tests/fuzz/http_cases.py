@@ -12,6 +12,9 @@ Right values name the store's real objects (``Ref``: a processing job and its to
 media and its files, every kind of token). A case is one or two requests on one
 connection (pipelined), cut anywhere, sometimes abandoned by the client before the answer.
 Any 5xx or logged failure is a bug.
+
+Over 400 lines: a generator for each route's body kind (JSON, multipart, query), which the
+fuzz target and bench/fuzz.py share.
 """
 import contextlib
 import json

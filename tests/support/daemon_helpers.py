@@ -13,6 +13,9 @@ Two ways to run it:
   for the I/O faults. ``ObservedRoom`` lets a test wait for a state of the room
   (checked after every tick and on every join, leave and end of session) instead
   of sleeping.
+
+Over 400 lines: the in-memory daemon and each of its peers (singer, director, desk), which
+the rule tests use together.
 """
 import itertools
 

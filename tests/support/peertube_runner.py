@@ -32,6 +32,9 @@ for one media's jobs to end and checks they all completed at the first try. A st
     # POST {self.base}/api/v1/media/{id}/studio/edit (API token), e.g. a cut; then
     jobs = await self.run_media_jobs(media["id"])   # the studio job and the renditions after it
     outputs = await self.outputs(media["id"])        # probe them: self.probe, packets_seconds
+
+Over 400 lines: all that running PeerTube's own runner takes (node, its config, its
+registration, the daemon beside it) in one place, for the three test files that use it.
 """
 import json
 import os

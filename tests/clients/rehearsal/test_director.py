@@ -1,5 +1,9 @@
 """choir-director: sessions against our daemon and online-choir 1.1.3's server, the desk,
-remembered gains, Ctrl-C, refusals, playback and the live microphone."""
+remembered gains, Ctrl-C, refusals, playback and the live microphone.
+
+Over 400 lines: choir-director's paths through one set of fixtures; its command line is also
+tested in test_director_cli.py.
+"""
 import io
 import json
 import math

@@ -1,5 +1,9 @@
 """choir-singer: the sans-IO labelling, the client against our daemon and 1.1.3's server,
-the command line, and the real sounddevice path on JACK's dummy backend."""
+the command line, and the real sounddevice path on JACK's dummy backend.
+
+Over 400 lines: choir-singer's paths through one set of fixtures (a daemon, a 1.1.3 server,
+JACK); its command line is also tested in test_singer_cli.py.
+"""
 import io
 import json
 import os

@@ -1,6 +1,10 @@
 """choir-runner's studio edits (video-studio-transcoding): the pure parts (task validation,
 the ffmpeg commands), then the handler's ffmpeg work for real on small generated files, then
-one edit and one refused task through the daemon's RunnerService and ``choir-runner``."""
+one edit and one refused task through the daemon's RunnerService and ``choir-runner``.
+
+Over 400 lines: each studio task from its validation to its ffmpeg output, on files
+generated once for all of them.
+"""
 import atexit
 import json
 import os

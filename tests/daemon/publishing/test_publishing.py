@@ -2,7 +2,11 @@
 renditions, uploads are probed and planned, outputs are served, webhooks are called.
 
 A test plays the runner with plain HTTP and real ffmpeg output (choir-runner has its own
-tests), so every byte the daemon serves and stores can be checked."""
+tests), so every byte the daemon serves and stores can be checked.
+
+Over 400 lines: a recording and an upload through every publishing step, on the shared
+PublishingCase.
+"""
 import datetime
 import hashlib
 import hmac

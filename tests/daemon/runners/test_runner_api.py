@@ -1,4 +1,8 @@
-"""The runner HTTP API over real HTTP on 127.0.0.1, with a real SQLite store."""
+"""The runner HTTP API over real HTTP on 127.0.0.1, with a real SQLite store.
+
+Over 400 lines: every route of the runner API on one real store and HTTP server; the error
+answers are in test_runner_errors.py.
+"""
 import io
 import json
 import os
