@@ -6,6 +6,8 @@ caller owns the socket, the clock and the session logic.
 """
 import enum
 
+import attrs
+
 from ..errors import ProtocolError
 from .chunks import ChunkReader, encode_index, refusal_reason, signal_chunk
 from .constants import HEADER_SIZE, MIX_CHUNK_SIZE, TRACK_CHUNK_SIZE, VOICE_CHUNK_SIZE, Signal
@@ -13,6 +15,7 @@ from .events import (Authenticated, CheckedIn, DroppedOut, KeepAlive, MixChunk, 
                      SessionEnded, SessionRefused, SessionStarted, StrayChunks, TrackAudio,
                      TrackChunk, TrackEnded, VoiceChunks)
 from .header import Header
+from .room_header import ROOM_BLOCK_SIZE, ROOM_HEADER_VERSION, RoomAccess, parse_room_block
 
 KEEPALIVE_TO_SINGER = signal_chunk(Signal.KEEPALIVE, TRACK_CHUNK_SIZE)
 END_TO_SINGER = signal_chunk(Signal.END, TRACK_CHUNK_SIZE)
@@ -24,12 +27,15 @@ END_FROM_DIRECTOR = signal_chunk(Signal.END, TRACK_CHUNK_SIZE)
 
 
 class _HeaderThenChunks:
-    """The common framing: a 512-byte header, then fixed-size chunks."""
+    """The common framing: a 512-byte header (and its room block, for version 4), then
+    fixed-size chunks."""
 
     def __init__(self, chunk_size: int):
         self._header_buffer = b""
         self._reader = ChunkReader(chunk_size)
         self.header: Header | None = None
+        self.room: RoomAccess | None = None  # the room a version-4 header named
+        self._parsed: Header | None = None  # read, its room block still to come
 
     @property
     def pending_bytes(self) -> int:
@@ -37,16 +43,32 @@ class _HeaderThenChunks:
 
     def _feed(self, data: bytes) -> tuple[Header | None, list]:
         """Returns (header if it just completed, [(index, chunk), ...])."""
-        header = None
-        if self.header is None:
-            data = self._header_buffer + data
+        if self.header is not None:
+            return None, self._reader.feed(data)
+        data = self._header_buffer + data
+        if self._parsed is None:
             if len(data) < HEADER_SIZE:
                 self._header_buffer = data
                 return None, []
-            self._header_buffer = b""
-            header = self.header = Header.parse(data[:HEADER_SIZE])
+            self._parsed = Header.parse(data[:HEADER_SIZE])  # a bad header fails at once
             data = data[HEADER_SIZE:]
+        if self._parsed.version == ROOM_HEADER_VERSION:
+            if len(data) < ROOM_BLOCK_SIZE:
+                self._header_buffer = data
+                return None, []
+            self.room = parse_room_block(data[:ROOM_BLOCK_SIZE])
+            data = data[ROOM_BLOCK_SIZE:]
+        self._header_buffer = b""
+        header = self.header = self._parsed
         return header, self._reader.feed(data)
+
+
+def initiate(header: Header, room: RoomAccess | None = None) -> bytes:
+    """What a client sends first: the header as given (1.1.3's version 3), or, to name a
+    room, the same header as version 4 followed by the room block."""
+    if room is None:
+        return header.to_bytes()
+    return attrs.evolve(header, version=ROOM_HEADER_VERSION).to_bytes() + room.to_bytes()
 
 
 # -- server side ------------------------------------------------------------------------
@@ -84,7 +106,7 @@ class SingerServerConnection(_HeaderThenChunks):
         events = []
         if header is not None:
             self.state = SingerState.IDLE
-            events.append(Authenticated(header))
+            events.append(Authenticated(header, self.room))
         run_start = None  # consecutive audio is returned as one VoiceChunks
         payloads, run = [], []
         stray = 0
@@ -143,7 +165,7 @@ class DirectorServerConnection(_HeaderThenChunks):
         events = []
         if header is not None:
             self.state = DirectorState.STREAMING
-            events.append(Authenticated(header))
+            events.append(Authenticated(header, self.room))
         for index, chunk in chunks:
             if self.state is DirectorState.ENDED:
                 raise ProtocolError(f"director sent chunk {index} after the end of the track")
@@ -187,8 +209,8 @@ class SingerClientConnection(_HeaderThenChunks):
         self.sent_index = 0
 
     @staticmethod
-    def initiate(header: Header) -> bytes:
-        return header.to_bytes()
+    def initiate(header: Header, room: RoomAccess | None = None) -> bytes:
+        return initiate(header, room)
 
     def receive_data(self, data: bytes) -> list:
         events = []
@@ -246,8 +268,8 @@ class DirectorClientConnection(_HeaderThenChunks):
         self.refused = False
 
     @staticmethod
-    def initiate(header: Header) -> bytes:
-        return header.to_bytes()
+    def initiate(header: Header, room: RoomAccess | None = None) -> bytes:
+        return initiate(header, room)
 
     def send_track(self, index: int, payload: bytes) -> bytes:
         if index != self.sent or self.track_ended:

@@ -2,11 +2,13 @@
 import attrs
 
 from .header import Header
+from .room_header import RoomAccess
 
 
 @attrs.frozen
 class Authenticated:
     header: Header
+    room: RoomAccess | None = None  # the room a version-4 header named; None: the default
 
 
 @attrs.frozen

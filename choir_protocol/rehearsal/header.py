@@ -1,10 +1,14 @@
-"""The 512-byte authentication header that opens every connection."""
+"""The 512-byte authentication header that opens every connection.
+
+Version 4 is version 3's layout, followed by a room block (``room_header``).
+"""
 import struct
 
 import attrs
 
 from ..errors import ProtocolError
 from .constants import HEADER_SIZE, VOCAL_GROUPS
+from .room_header import ROOM_HEADER_VERSION
 
 PROTOCOL_VERSION = 3
 AUTH_KEY = bytes.fromhex(
@@ -58,20 +62,21 @@ class Header:
                 client_version="unknown (v2)",
                 version=2,
             )
-        if version == 3:
+        if version in (3, ROOM_HEADER_VERSION):
             return cls(
                 name=_decode_field(data[_NAME]),
                 group=_decode_field(data[_GROUP]) or VOCAL_GROUPS[0],
                 client_version=_decode_field(data[_CLIENT_VERSION]),
-                version=3,
+                version=version,
             )
         raise ProtocolError(f"unknown header version {version}")
 
     def to_bytes(self) -> bytes:
-        if self.version != PROTOCOL_VERSION:
-            raise ValueError("only version 3 headers are sent")
+        """Version 3 (1.1.3's), or 4 when a room block is to follow."""
+        if self.version not in (PROTOCOL_VERSION, ROOM_HEADER_VERSION):
+            raise ValueError("only version 3 and 4 headers are sent")
         return (
-            struct.pack(">H", PROTOCOL_VERSION)
+            struct.pack(">H", self.version)
             + _encode_field(self.name, 218)
             + _encode_field(self.client_version, 24)
             + _encode_field(self.group, 12)

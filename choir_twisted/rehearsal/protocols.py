@@ -14,6 +14,7 @@ from choir_protocol.rehearsal.events import (Authenticated, CheckedIn, DroppedOu
                                              TrackChunk, TrackEnded, VoiceChunks)
 from choir_protocol.rehearsal.header import Header
 from choir_protocol.rehearsal.roles import CHUNK_SIZE_READ_BY, claimed_role, wrong_port_reason
+from choir_protocol.rehearsal.room_header import DEFAULT_ROOM, RoomAccess
 
 from .links import has_plain_socket, output_for
 
@@ -75,18 +76,23 @@ class _RehearsalProtocol(protocol.Protocol):
         self._header_timer = None
         self.drop(f"no complete header within {HEADER_TIMEOUT:g} s")
 
-    def _authenticated(self, header: Header) -> bool:
-        """Takes the header; False if it names the other role (the client is told and closed)."""
+    def _authenticated(self, header: Header, room: RoomAccess | None = None) -> bool:
+        """Takes the header; False if it names the other role, or a room this daemon does
+        not have (the client is told and closed)."""
         self.header = header
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
         reason = wrong_port_reason(header, self.role, self.other_port)
-        if reason is None:
+        if reason is not None:
+            size = CHUNK_SIZE_READ_BY[claimed_role(header)]
+        elif room is not None and room.room != DEFAULT_ROOM:  # (one room, open, for now)
+            reason, size = f"there is no room {room.room!r} here", CHUNK_SIZE_READ_BY[self.role]
+        else:
             return True
         self.room.refusals.refused(f"{self.peer[0]} ({self.role} port)", reason)
         self._close_reason = reason
-        self.close_after(refusal_chunk(reason, CHUNK_SIZE_READ_BY[claimed_role(header)]))
+        self.close_after(refusal_chunk(reason, size))
         return False
 
     def close_after(self, data: bytes) -> None:
@@ -209,7 +215,7 @@ class SingerProtocol(_RehearsalProtocol):
                 elif kind is StrayChunks:
                     room.singer_stray(self, event.count)
                 elif kind is Authenticated:
-                    if not self._authenticated(event.header):
+                    if not self._authenticated(event.header, event.room):
                         return
                     if not room.singer_joined(self):  # refused: no seat
                         return
@@ -258,7 +264,7 @@ class DirectorProtocol(_RehearsalProtocol):
                 elif kind is TrackEnded:
                     room.track_ended(self)
                 elif kind is Authenticated:
-                    if not self._authenticated(event.header):
+                    if not self._authenticated(event.header, event.room):
                         return
                     # repr: a peer's words reach the log with control characters escaped
                     self.log.info("Director {who} ({version}) connected", who=self.describe(),

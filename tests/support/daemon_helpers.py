@@ -565,3 +565,15 @@ class FaultySinger(SimulatedSinger):
                     self.transport.write(rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())
             return
         super()._send(data)
+
+
+def service_daemon(*args) -> MemoryDaemon:
+    """The daemon as ``twistd choir ARGS`` makes it (no recording, no HTTP), in memory."""
+    from twisted.internet.task import Clock
+
+    from choir_twisted.service import Options, makeService
+    options = Options()
+    options.parseOptions(["--no-record", "--no-runners", "--singers", "tcp:8868",
+                          "--director", "tcp:8878", "--desk", "tcp:8858", *args])
+    clock = Clock()
+    return MemoryDaemon.from_service(makeService(options, clock=clock), clock)

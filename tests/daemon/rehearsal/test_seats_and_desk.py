@@ -7,7 +7,6 @@ import random
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from choir_clients.demo.simulated import SimulatedSinger
@@ -18,9 +17,9 @@ from choir_protocol.rehearsal.header import Header
 from choir_twisted.rehearsal import protocols
 from choir_twisted.rehearsal.protocols import (DESK_IDLE_TIMEOUT, DESK_LIST_BUDGET,
                                                FIRST_TRACK_TIMEOUT)
-from choir_twisted.service import Options, makeService
+from choir_twisted.service import Options
 
-from ...support.daemon_helpers import MemoryDaemon, TcpDaemon, voice_signal, within
+from ...support.daemon_helpers import MemoryDaemon, TcpDaemon, service_daemon, voice_signal, within
 
 REFUSAL = [(Signal.ABORT, MIX_CHUNK_SIZE)]
 
@@ -34,14 +33,6 @@ def squat(daemon, host="10.0.0.66"):
     peer = daemon.raw_peer("director", host=host)
     peer.send(Header("", "No group", "squatter").to_bytes())
     return peer
-
-
-def service_daemon(*args) -> MemoryDaemon:
-    options = Options()
-    options.parseOptions(["--no-record", "--no-runners", "--singers", "tcp:8868",
-                          "--director", "tcp:8878", "--desk", "tcp:8858", *args])
-    clock = Clock()
-    return MemoryDaemon.from_service(makeService(options, clock=clock), clock)
 
 
 def singers_session(daemon, director, chunks=40) -> None:

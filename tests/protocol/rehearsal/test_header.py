@@ -181,7 +181,7 @@ def test_zero_key_is_refused():
         Header.parse(v3_bytes(b"Anna", b"1.1.3", b"Alto", key=bytes(256)))
 
 
-@pytest.mark.parametrize("version", [0, 4, 5, 256, 768, 65535])
+@pytest.mark.parametrize("version", [0, 5, 256, 768, 65535])
 def test_unknown_versions_are_refused(version):
     with pytest.raises(ProtocolError):
         Header.parse(v3_bytes(b"Anna", b"1.1.3", b"Alto", version=version))
@@ -284,7 +284,15 @@ def test_1_1_3_vocal_groups_both_ways(group):
 
 
 def test_1_1_3_refuses_what_we_refuse():
-    bad = v3_bytes(b"Anna", b"1.1.3", b"Alto", version=4)
+    bad = v3_bytes(b"Anna", b"1.1.3", b"Alto", version=5)
     assert not AuthenticationHeader.from_bytes(bad).is_valid
     with pytest.raises(ProtocolError):
         Header.parse(bad)
+
+
+def test_1_1_3_refuses_a_room_header_which_is_how_a_client_learns_it_has_no_rooms():
+    """Version 4 (a room block follows) is ours: 1.1.3's server takes it for an invalid
+    header and closes, so our client naming a room is told at once."""
+    room_header = Header("Anna", "Alto", "choir-singer 0.1.0", version=4).to_bytes()
+    assert not AuthenticationHeader.from_bytes(room_header).is_valid
+    assert Header.parse(room_header) == Header("Anna", "Alto", "choir-singer 0.1.0", version=4)
