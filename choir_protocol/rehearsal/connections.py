@@ -26,40 +26,64 @@ KEEPALIVE_FROM_SINGER = signal_chunk(Signal.KEEPALIVE, VOICE_CHUNK_SIZE)
 END_FROM_DIRECTOR = signal_chunk(Signal.END, TRACK_CHUNK_SIZE)
 
 
-class _HeaderThenChunks:
-    """The common framing: a 512-byte header (and its room block, for version 4), then
-    fixed-size chunks."""
+class Opening:
+    """What opens every connection to a server: the 512-byte header and, for version 4,
+    its room block. ``feed`` returns None until both are read, then the bytes after them;
+    a bad header fails at once, before its room block is awaited."""
 
-    def __init__(self, chunk_size: int):
-        self._header_buffer = b""
-        self._reader = ChunkReader(chunk_size)
+    def __init__(self):
+        self._buffer = b""
+        self._parsed: Header | None = None  # read, its room block still to come
         self.header: Header | None = None
         self.room: RoomAccess | None = None  # the room a version-4 header named
-        self._parsed: Header | None = None  # read, its room block still to come
 
     @property
     def pending_bytes(self) -> int:
-        return len(self._header_buffer) + self._reader.pending
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> bytes | None:
+        data = self._buffer + data
+        if self._parsed is None:
+            if len(data) < HEADER_SIZE:
+                self._buffer = data
+                return None
+            self._parsed = Header.parse(data[:HEADER_SIZE])
+            data = data[HEADER_SIZE:]
+        if self._parsed.version == ROOM_HEADER_VERSION:
+            if len(data) < ROOM_BLOCK_SIZE:
+                self._buffer = data
+                return None
+            self.room = parse_room_block(data[:ROOM_BLOCK_SIZE])
+            data = data[ROOM_BLOCK_SIZE:]
+        self._buffer = b""
+        self.header = self._parsed
+        return data
+
+
+class _HeaderThenChunks:
+    """The common framing: the opening (``Opening``), then fixed-size chunks."""
+
+    def __init__(self, chunk_size: int):
+        self._opening = Opening()
+        self._reader = ChunkReader(chunk_size)
+        self.header: Header | None = None
+
+    @property
+    def room(self) -> RoomAccess | None:
+        return self._opening.room
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._opening.pending_bytes + self._reader.pending
 
     def _feed(self, data: bytes) -> tuple[Header | None, list]:
         """Returns (header if it just completed, [(index, chunk), ...])."""
         if self.header is not None:
             return None, self._reader.feed(data)
-        data = self._header_buffer + data
-        if self._parsed is None:
-            if len(data) < HEADER_SIZE:
-                self._header_buffer = data
-                return None, []
-            self._parsed = Header.parse(data[:HEADER_SIZE])  # a bad header fails at once
-            data = data[HEADER_SIZE:]
-        if self._parsed.version == ROOM_HEADER_VERSION:
-            if len(data) < ROOM_BLOCK_SIZE:
-                self._header_buffer = data
-                return None, []
-            self.room = parse_room_block(data[:ROOM_BLOCK_SIZE])
-            data = data[ROOM_BLOCK_SIZE:]
-        self._header_buffer = b""
-        header = self.header = self._parsed
+        data = self._opening.feed(data)
+        if data is None:
+            return None, []
+        header = self.header = self._opening.header
         return header, self._reader.feed(data)
 
 

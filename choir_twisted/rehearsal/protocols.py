@@ -8,8 +8,8 @@ from choir_protocol.errors import ProtocolError
 from choir_protocol.rehearsal import desk
 from choir_protocol.rehearsal.chunks import refusal_chunk
 from choir_protocol.rehearsal.connections import (REFUSED_TO_DIRECTOR, DirectorServerConnection,
-                                                  SingerServerConnection)
-from choir_protocol.rehearsal.constants import HEADER_SIZE, MIX_CHUNK_SIZE
+                                                  Opening, SingerServerConnection)
+from choir_protocol.rehearsal.constants import MIX_CHUNK_SIZE
 from choir_protocol.rehearsal.events import (Authenticated, CheckedIn, DroppedOut, StrayChunks,
                                              TrackChunk, TrackEnded, VoiceChunks)
 from choir_protocol.rehearsal.header import Header
@@ -85,15 +85,19 @@ class _RehearsalProtocol(protocol.Protocol):
             self._header_timer = None
         reason = wrong_port_reason(header, self.role, self.other_port)
         if reason is not None:
-            size = CHUNK_SIZE_READ_BY[claimed_role(header)]
+            role = claimed_role(header)  # told in the size its client reads
         elif room is not None and room.room != DEFAULT_ROOM:  # (one room, open, for now)
-            reason, size = f"there is no room {room.room!r} here", CHUNK_SIZE_READ_BY[self.role]
+            reason, role = f"there is no room {room.room!r} here", self.role
         else:
             return True
+        self.refuse_opening(reason, role)
+        return False
+
+    def refuse_opening(self, reason: str, client_role: str) -> None:
+        """Signal -4 with ``reason`` in the chunk size ``client_role``'s client reads."""
         self.room.refusals.refused(f"{self.peer[0]} ({self.role} port)", reason)
         self._close_reason = reason
-        self.close_after(refusal_chunk(reason, size))
-        return False
+        self.close_after(refusal_chunk(reason, CHUNK_SIZE_READ_BY[client_role]))
 
     def close_after(self, data: bytes) -> None:
         """Send ``data`` (a refusal), then close once it is out."""
@@ -324,7 +328,7 @@ class DeskProtocol(_RehearsalProtocol):
 
     def __init__(self, room, other_port=None):
         super().__init__(room, other_port)
-        self._header_buffer = b""
+        self._opening = Opening()
         self._reader = desk.MessageReader()
         self._idle_timer = None
         self._lists = desk.RequestBudget(*DESK_LIST_BUDGET)
@@ -333,12 +337,11 @@ class DeskProtocol(_RehearsalProtocol):
     def dataReceived(self, data):
         try:
             if self.header is None:
-                data = self._header_buffer + data
-                if len(data) < HEADER_SIZE:
-                    self._header_buffer = data
+                data = self._opening.feed(data)
+                if data is None:
                     return
-                self._authenticated(Header.parse(data[:HEADER_SIZE]))
-                self._header_buffer, data = b"", data[HEADER_SIZE:]
+                if not self._authenticated(self._opening.header, self._opening.room):
+                    return
                 if not self.room.desk_allowed(self.peer[0]):
                     self.refuse("the mixing desk is served only to the director's address")
                     return
@@ -351,6 +354,9 @@ class DeskProtocol(_RehearsalProtocol):
                     return
         except ProtocolError as e:
             self.drop(f"protocol error: {e}")
+
+    def refuse_opening(self, reason: str, client_role: str) -> None:
+        self.refuse(reason)  # a desk client reads desk messages, whoever it is
 
     def refuse(self, reason: str) -> None:
         """Ours, not 1.1.3's: {"error": reason} where a list would be, then close."""

@@ -1,4 +1,5 @@
 """A client naming a room (header version 4) at a daemon of one open room, `default`."""
+from choir_protocol.rehearsal import desk as desk_messages
 from choir_protocol.rehearsal.chunks import ChunkReader, refusal_reason
 from choir_protocol.rehearsal.connections import initiate
 from choir_protocol.rehearsal.constants import MIX_CHUNK_SIZE, TRACK_CHUNK_SIZE, Signal
@@ -48,3 +49,17 @@ def test_a_garbled_room_block_closes_the_connection():
     peer.send(initiate(OUR_SINGER, RoomAccess("altos"))[:512] + bytes(256))
     daemon.advance(0.05)
     assert peer.closed and not daemon.room.singers
+
+
+def test_the_desk_reads_the_room_block_and_refuses_another_room_in_its_own_words():
+    daemon = service_daemon()
+    here = daemon.raw_peer("desk", host="127.0.0.1")
+    here.send(initiate(OUR_DIRECTOR, RoomAccess("default", "k"))
+              + desk_messages.encode_message({"action": "list"}))
+    elsewhere = daemon.raw_peer("desk", host="127.0.0.1")
+    elsewhere.send(initiate(OUR_DIRECTOR, RoomAccess("altos", "k")))
+    daemon.advance(0.05)
+    listed = desk_messages.MessageReader().feed(here.take_output())
+    assert listed == [[]] and not here.closed  # answered (no session: nobody to list)
+    told = desk_messages.MessageReader().feed(elsewhere.take_output())
+    assert told == [{"error": "there is no room 'altos' here"}] and elsewhere.closed
