@@ -21,7 +21,6 @@ The per-chunk paths allocate nothing per singer: audio goes straight to the mixe
 write per singer.
 """
 import collections
-import datetime
 import itertools
 
 import numpy as np
@@ -43,21 +42,18 @@ DESK_LIST_MAX_AGE = 0.5  # seconds a desk's list may lag behind the room
 DIRECTOR_SLACK_CHUNKS = DIRECTOR_LEAD_CHUNKS + 2 * int(CHUNKS_PER_SECOND)
 
 
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
 class RoomRules:
     def __init__(self, *, max_singers: int = 1000, max_singers_per_address: int = 0,
                  monitor_level: float = 0.0, window: int = MIX_WINDOW_CHUNKS,
-                 recording: bool = False, desk_networks=(), wall_clock=utc_now):
+                 recording: bool = False, desk_networks=(), wall_clock):
         self.max_singers = max_singers
         self.max_singers_per_address = max_singers_per_address  # 0: no limit
         self.monitor_level = monitor_level
         self.window = window
         self.recording = recording  # sessions are recorded
         self.desk_networks = desk_networks  # always served the desk
-        self._wall_clock = wall_clock  # dates the sessions; no rule depends on it
+        # () -> an aware datetime, the driver's: it dates the sessions; no rule depends on it
+        self._wall_clock = wall_clock
         self.singers: dict = {}  # singer -> Seat, in joining order
         self._singers_at: collections.Counter = collections.Counter()  # host -> singers
         self.directors: dict = {}  # director -> DirectorSeat: connected, in a session or not

@@ -10,6 +10,7 @@ tick, forwards the director's chunks to the singers as one write each. Batching
 costs up to a tick or two of mix latency and saves most of the per-chunk event-loop
 overhead; the protocol tolerates the latency (the director runs seconds ahead).
 """
+import datetime
 import itertools
 import os
 
@@ -29,6 +30,11 @@ LOOPBACK = parse_networks("127.0.0.0/8,::1")
 # The track goes out to the singers every other tick: they buffer a second of it and
 # the director runs seconds ahead, so only the syscalls count. Its end goes at once.
 FORWARD_EVERY = 2
+
+
+def utc_now() -> datetime.datetime:
+    """What dates a session (the rules take no clock of their own)."""
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 class Room:
@@ -53,7 +59,8 @@ class Room:
         self.rules = RoomRules(max_singers=max_singers,
                                max_singers_per_address=max_singers_per_address,
                                monitor_level=monitor_level, window=window,
-                               recording=data_dir is not None, desk_networks=desk_networks)
+                               recording=data_dir is not None, desk_networks=desk_networks,
+                               wall_clock=utc_now)
         self.refusals = RefusalLog(clock)  # refusals a client may repeat: not a line each
         self.on_session_recorded = None
         self._to_resume: list = []
