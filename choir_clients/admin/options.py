@@ -6,7 +6,8 @@ from twisted.python import usage
 
 from choir_protocol.runners import jobs as J
 from choir_protocol.runners.jobs import JobState, JobType
-from choir_protocol.version import program_version
+
+from ..version import program_version
 
 DEFAULT_DATA_DIR = "./choir-data"
 PROGRAM = "choir-admin"

@@ -17,13 +17,13 @@ from twisted.internet import endpoints, error, task, threads
 
 from choir_protocol.rehearsal.header import Header
 from choir_protocol.rehearsal.session_summary import SessionSummary
-from choir_protocol.version import program_version
 from choir_twisted.rehearsal.summary_file import read_summary
 
 from ..cli import plain_reason
 from ..rehearsal.desk_client import DeskError, connect_desk
 from ..rehearsal.director_connection import DirectorClientProtocol
 from ..rehearsal.playback import TrackSource
+from ..version import program_version
 
 POLL = 0.25  # seconds between two looks (the desk allows 5 lists a second)
 RECORD_TIMEOUT = 120.0  # seconds for the daemon to write the session's files

@@ -24,7 +24,6 @@ from twisted.python import usage
 from choir_protocol.addresses import AddressError, format_server, parse_server
 from choir_protocol.rehearsal.constants import FRAMES_PER_CHUNK, SAMPLE_RATE, VOCAL_GROUPS
 from choir_protocol.rehearsal.header import Header
-from choir_protocol.version import program_version
 
 from . import report as demo_report
 from ..cli import parse_options, plain_reason
@@ -34,6 +33,7 @@ from ..rehearsal.playback import TrackSource
 from ..rehearsal.simulated_devices import EchoDevice
 from ..rehearsal.singer_client import SingerClient
 from ..rehearsal.terminal import LineRenderer
+from ..version import program_version
 from .daemon import (Daemon, DemoError, director_header, session_record, singers_mixed_per_desk,
                      start_in_process, wait_for_singers)
 from .netsim import DelayProxy

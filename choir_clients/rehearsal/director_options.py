@@ -12,9 +12,9 @@ from twisted.python import usage
 
 from choir_protocol.addresses import AddressError, parse_server
 from choir_protocol.rehearsal.peer_kind import DEFAULT_DIRECTOR_PORT, DESK_BELOW_DIRECTOR
-from choir_protocol.version import program_version
 
 from . import media
+from ..version import program_version
 
 CLIENT_VERSION = program_version("choir-director")  # also sent in the header
 

@@ -20,8 +20,8 @@ from twisted.internet import task, threads
 from choir_protocol.addresses import AddressError, parse_server
 from choir_protocol.rehearsal.constants import SAMPLE_RATE, VOCAL_GROUPS
 from choir_protocol.rehearsal.header import Header
-from choir_protocol.version import program_version
 
+from ..version import program_version
 from .singer_calibrate import EXIT_ERROR, EXIT_OK, PROGRAM, calibrate, first_line
 from .singer_cards import (NotCalibrated, calibrated_latency, chosen_card, load_voice,  # noqa: F401
                            sound_card, stored_calibration)

@@ -12,9 +12,9 @@ from twisted.python import usage
 
 from choir_protocol.addresses import AddressError, parse_server
 from choir_protocol.rehearsal.constants import VOCAL_GROUPS
-from choir_protocol.version import program_version
 
 from ..cli import parse_options
+from ..version import program_version
 
 DEFAULT_PORT = 8868
 DEFAULT_SERVER = "localhost"

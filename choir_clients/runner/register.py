@@ -8,9 +8,8 @@ a 200 that is not JSON comes from something else at that URL.
 """
 from urllib.parse import urlsplit
 
-from choir_protocol.version import program_version
-
 from ..config import ConfigError, load_config, save_config
+from ..version import program_version
 from .api import RunnerHTTP, ServerProblem, Unreachable
 
 CONFIG = "runner"  # -> runner.json

@@ -11,7 +11,7 @@ import subprocess
 
 from twisted.trial import unittest
 
-from choir_protocol.version import program_version
+from choir_clients.version import program_version
 from choir_twisted.publishing.http_url import HTTP_URL_NAME, read_http_url, write_http_url
 
 from ...support.daemon_process import TwistdDaemon

@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 
-from choir_protocol.version import program_version
+from choir_clients.version import program_version
 
 from ...support.daemon_process import free_port
 

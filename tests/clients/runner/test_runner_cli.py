@@ -13,9 +13,9 @@ from twisted.internet import reactor, threads
 from twisted.trial import unittest
 from twisted.web import resource, server
 
+from choir_clients.version import program_version
 from choir_protocol.runners import jobs as J
 from choir_protocol.runners.jobs import JobState, JobType
-from choir_protocol.version import program_version
 from choir_twisted.store.store import Store
 
 from ...support.daemon_process import TwistdDaemon, free_port, until, wait_for_port

@@ -1,13 +1,13 @@
 """Header version 4: the room block, and the server connections reading it split anywhere."""
 import struct
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+import pytest
 
 from choir_protocol.errors import ProtocolError
-from choir_protocol.rehearsal.connections import (DirectorServerConnection,
-                                                  SingerServerConnection, initiate)
+from choir_protocol.rehearsal.connections import (DirectorServerConnection, SingerServerConnection,
+                                                  initiate)
 from choir_protocol.rehearsal.constants import HEADER_SIZE
 from choir_protocol.rehearsal.events import Authenticated
 from choir_protocol.rehearsal.header import Header
